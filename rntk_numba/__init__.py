@@ -1,0 +1,12 @@
+"""rntk-numba: the Recurrent Neural Tangent Kernel for sequences of any length.
+
+Public names only; nothing compiles at import.
+"""
+
+from ._version import __version__
+from .gram import gram
+from .params import RNTK
+from .sequences import PackedSequences, from_channels_first, pack, to_padded
+
+__all__ = ["__version__", "RNTK", "gram", "pack", "PackedSequences",
+           "from_channels_first", "to_padded"]

@@ -1,0 +1,108 @@
+"""The public entry point: ``gram``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .engine import prepare, run_tiles
+from .params import RNTK
+from .sequences import pack
+
+__all__ = ["gram", "KINDS"]
+
+KINDS = ("ntk", "nngp", "both")
+
+
+def _check_args(kernel, kind):
+    if not isinstance(kernel, RNTK):
+        raise TypeError(f"gram: kernel must be an rntk_numba.RNTK, got "
+                        f"{type(kernel).__name__} (e.g. kernel=RNTK(sigma_w=1.4))")
+    if kind not in KINDS:
+        raise ValueError(f"gram: kind must be one of {KINDS}, got {kind!r}")
+
+
+def pack_pair(X, Y):
+    """Validate and pack X (and Y); checks that their channel counts agree."""
+    PX = pack(X, "X")
+    PY = None if Y is None else pack(Y, "Y")
+    if PY is not None and PY.m != PX.m:
+        raise ValueError(f"gram: X has {PX.m} channels per time step, Y has {PY.m}")
+    return PX, PY
+
+
+def gram(X, Y=None, *, kernel: RNTK, kind: str = "ntk", n_jobs=None,
+         progress: bool = False, cache=None, tile_size=None):
+    """RNTK / NNGP Gram matrix of a set of sequences of any lengths.
+
+    Parameters
+    ----------
+    X : sequence set, N series
+        A list of arrays ``(T_i,)`` or ``(T_i, m)``, an array ``(N, T)`` or ``(N, T, m)``
+        (trailing all-NaN rows are padding), or a ``PackedSequences``.
+        See :mod:`rntk_numba.sequences` for the layout rules.
+    Y : sequence set, M series, optional
+        ``None``: the symmetric Gram of X, its diagonal entries ``(i, i)`` treated as
+        the same sample (sigma_h enters, spec 3.2). Otherwise the cross kernel
+        ``K[i, j] = k(X[i], Y[j])``, in which no pair is the same sample -- so with
+        ``sigma_h > 0``, ``gram(X)[i, i] != gram(X, X)[i, i]`` by design.
+    kernel : RNTK
+        Hyperparameters.
+    kind : {"ntk", "nngp", "both"}
+        The RNTK Theta, the NNGP (GP) kernel K, or the pair ``(ntk, nngp)``. Both come
+        from the same walk, so "both" costs the same as either.
+    n_jobs : int, optional
+        Parallel workers (default: all cores). Results do not depend on it.
+    progress : bool
+        Show a progress bar over pair-steps.
+    cache : GramStore or path, optional
+        Look the matrix up in / store it into an on-disk store (see ``GramStore``).
+    tile_size : int, optional
+        Rows per tile (default: cost-based). Results do not depend on it.
+
+    Returns
+    -------
+    ndarray (N, M) float64, or a tuple ``(ntk, nngp)`` for ``kind="both"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rntk_numba import RNTK, gram
+    >>> X = [np.sin(np.linspace(0, 3, T)) for T in (20, 35, 50)]
+    >>> G = gram(X, kernel=RNTK())
+    >>> G.shape, bool(np.allclose(G, G.T))
+    ((3, 3), True)
+    """
+    _check_args(kernel, kind)
+    PX, PY = pack_pair(X, Y)
+    if cache is not None:
+        from .store import as_store
+        return as_store(cache).gram(PX, PY, kernel=kernel, kind=kind, n_jobs=n_jobs,
+                                    progress=progress, tile_size=tile_size)
+    ntk, nngp = compute_dense(PX, PY, kernel, n_jobs=n_jobs, progress=progress,
+                              tile_size=tile_size)
+    return select_kind(ntk, nngp, kind)
+
+
+def select_kind(ntk, nngp, kind):
+    return {"ntk": ntk, "nngp": nngp, "both": (ntk, nngp)}[kind]
+
+
+def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None):
+    """Both kernels as in-memory arrays (validated, packed inputs)."""
+    from .engine import default_n_jobs
+    problem = prepare(PX, PY, kernel)
+    shape = (problem.n_rows, problem.n_cols)
+    ntk = np.empty(shape)
+    nngp = np.empty(shape)
+
+    def put(tile, a, b):
+        ntk[tile.r0:tile.r1, tile.c0:tile.c1] = a
+        nngp[tile.r0:tile.r1, tile.c0:tile.c1] = b
+        if problem.symmetric and not tile.diagonal:
+            ntk[tile.c0:tile.c1, tile.r0:tile.r1] = a.T
+            nngp[tile.c0:tile.c1, tile.r0:tile.r1] = b.T
+
+    workers = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
+    run_tiles(problem, problem.plan(tile_size, workers), put, n_jobs=n_jobs,
+              progress=progress)
+    return ntk, nngp
