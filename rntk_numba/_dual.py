@@ -17,7 +17,7 @@ few ulp of error.
 
 import math
 
-from ._jit import jit
+from ._jit import jit_inline
 
 PI = math.pi
 HALF_PI = 0.5 * math.pi
@@ -37,7 +37,7 @@ _QS3 = -6.88283971605453293030e-01
 _QS4 = 7.70381505559019352791e-02
 
 
-@jit
+@jit_inline
 def _asin_core(u, z):
     """asin(u) for 0 <= u <= 0.5, given z = u * u (fdlibm's rational form)."""
     p = z * (_PS0 + z * (_PS1 + z * (_PS2 + z * (_PS3 + z * (_PS4 + z * _PS5)))))
@@ -45,14 +45,14 @@ def _asin_core(u, z):
     return u + u * (p / q)
 
 
-@jit
+@jit_inline
 def _clip_unit(x):
     """Clip to [-1, 1] (a guard against rounding, never a change of meaning)."""
     x = x if x < 1.0 else 1.0
     return x if x > -1.0 else -1.0
 
 
-@jit
+@jit_inline
 def relu_dual_cross(c, sqrt_ab, inv_sqrt_ab):
     """(V, V') of relu for Lam = [[a, c], [c, b]], given sqrt(a b) and 1 / sqrt(a b).
 
@@ -75,7 +75,7 @@ def relu_dual_cross(c, sqrt_ab, inv_sqrt_ab):
     return v, vp
 
 
-@jit
+@jit_inline
 def erf_dual_cross(c, q_ab):
     """(V, V') of erf for Lam = [[a, c], [c, b]], given q_ab = 1 / sqrt((1+2a)(1+2b))."""
     r = _clip_unit(2.0 * c * q_ab)
@@ -95,7 +95,7 @@ def erf_dual_cross(c, q_ab):
     return v, vp
 
 
-@jit
+@jit_inline
 def relu_dual_self(a):
     """(V, V') of relu on a same-sample block [[a, a], [a, a]]: rho == 1 exactly."""
     if a > 0.0:
@@ -103,7 +103,7 @@ def relu_dual_self(a):
     return 0.0, 0.25
 
 
-@jit
+@jit_inline
 def erf_dual_self(a):
     """(V, V') of erf on a same-sample block [[a, a], [a, a]]."""
     return (TWO_OVER_PI * math.asin(2.0 * a / (1.0 + 2.0 * a)),

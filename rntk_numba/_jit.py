@@ -18,3 +18,10 @@ JIT_OPTIONS = dict(nogil=True, cache=True, error_model="numpy",
 def jit(fn):
     """Decorator: compile ``fn`` with the project's numba policy."""
     return numba.njit(**JIT_OPTIONS)(fn)
+
+
+def jit_inline(fn):
+    """Decorator for small scalar helpers called from vectorised loops: inlined at the
+    numba IR level (calls between separately compiled functions are opaque to LLVM and
+    would block vectorisation)."""
+    return numba.njit(inline="always", **JIT_OPTIONS)(fn)

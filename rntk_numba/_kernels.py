@@ -3,13 +3,12 @@
 Tier 1 -- ``_self_walk``: per-sequence self-kernels Sigma[l](t, t)(x, x) (same sample,
 A[l](0, 0) = sigma_h^2), and the diagonal Theta(x, x), K(x, x), O(L T m) per sequence.
 
-Tier 2 -- ``_pairs_lockstep``: the end-aligned diagonal walk (spec 3.1) for a list of
-pairs, run in lock-step over ``lanes`` pairs at a time so that the loop over lanes is
-vectorised (structure of arrays, branch-free dual activations). Lane p walks its
-shorter sequence's T' cells; lanes of one batch are end-aligned, so a lane whose T' is
-smaller than the batch's longest starts later; until then its state is reset at every
-step (``mask`` = 0), which makes every pair's result independent of which batch, tile,
-thread or process computed it: bit for bit.
+Tier 2 -- ``_tile_lockstep``: the end-aligned diagonal walk (spec 3.1) for every pair
+of a tile, one row against ``lanes`` columns in lock-step so that the loop over lanes
+is vectorised (time-major structure of arrays, branch-free dual activations). A lane
+whose walk is shorter than its batch's starts later; until then its state is reset at
+every step (``mask`` = 0), which makes every pair's result independent of which batch,
+tile, thread or process computed it: bit for bit.
 
 All arrays are float64 / int64 and C-contiguous. Nothing here allocates per pair.
 """
@@ -93,91 +92,120 @@ def _self_factors(sig, act):
 
 
 @jit
-def _pairs_lockstep(values, offsets, lengths, f1, f2, first, second, n_layers, act,
-                    sw2, su2, sb2, sv2, lanes, out_ntk, out_nngp):
-    """Theta and K for the pairs (first[q], second[q]), q = 0..npairs-1.
+def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_layers,
+                   act, sw2, su2, sb2, sv2, lanes, out_ntk, out_nngp):
+    """Theta and K for every pair (rows[a], cols[b]) of a tile.
 
-    ``first`` / ``second`` index sequences of the packed set (values, offsets,
-    lengths); pairs should be sorted by their shorter length so that a batch of
-    ``lanes`` pairs wastes few padded steps. Results go to out_ntk[q], out_nngp[q].
+    Lanes are ``lanes`` consecutive columns walked in lock-step against one row. The
+    tile's column sequences are first copied into a time-major, END-ALIGNED layout
+    (padded time u = Tmax - T + t), in which the diagonal walk of any pair visits the
+    same u on both sequences (spec 3.1): a lane's inputs at step u are contiguous
+    vector loads and the row's are broadcast scalars. ``cols`` must be sorted by
+    decreasing length so that the lanes of a batch have similar walk lengths.
+    A lane whose walk starts later than the batch's is reset at every step until its
+    start (``mask`` = 0), so each entry is independent of the batch it ran in.
+
+    ``diagonal``: rows and cols are the same list (a diagonal tile of a symmetric
+    Gram); only b > a is computed. Results: out_*[a, b], shape (len(rows), len(cols)).
     """
-    npairs = first.shape[0]
+    nr = rows.shape[0]
+    nc = cols.shape[0]
     m = values.shape[1]
     inv_m = 1.0 / m
     L = n_layers
-    # lane state, row 0 = the input layer (V = <x_t, x'_t'> / m, V' = Theta = 0)
+    tmax = 0
+    for b in range(nc):
+        if lengths[cols[b]] > tmax:
+            tmax = lengths[cols[b]]
+    for a in range(nr):
+        if lengths[rows[a]] > tmax:
+            tmax = lengths[rows[a]]
+    nb = (nc + lanes - 1) // lanes
+    ncp = nb * lanes
+    # end-aligned, time-major columns; padding (before a series' start and the idle
+    # lanes past nc) is 0, which keeps every padded computation finite
+    cx = np.zeros((tmax, m, ncp))
+    cf1 = np.zeros((L, tmax, ncp))
+    cf2 = np.zeros((L, tmax, ncp))
+    clen = np.zeros(ncp, dtype=np.int64)
+    for b in range(nc):
+        j = cols[b]
+        tj = lengths[j]
+        clen[b] = tj
+        shift = tmax - tj
+        for t in range(tj):
+            for c in range(m):
+                cx[shift + t, c, b] = values[offsets[j] + t, c]
+            for l in range(L):
+                cf1[l, shift + t, b] = f1[l, offsets[j] + t]
+                cf2[l, shift + t, b] = f2[l, offsets[j] + t]
     vs = np.zeros((L + 1, lanes))
     vps = np.zeros((L + 1, lanes))
     ths = np.zeros((L + 1, lanes))
-    g1 = np.empty((L, lanes))          # product of f1 factors of the two sequences
-    g2 = np.empty((L, lanes))          # product of f2 factors
-    mask = np.empty(lanes)
-    off_a = np.empty(lanes, dtype=np.int64)
-    off_b = np.empty(lanes, dtype=np.int64)
-    len_b = np.empty(lanes, dtype=np.int64)
-    tau = np.empty(lanes, dtype=np.int64)
-    for q0 in range(0, npairs, lanes):
-        nl = min(lanes, npairs - q0)
-        kmax = 0
-        for p in range(lanes):
-            q = q0 + (p if p < nl else nl - 1)   # idle lanes repeat the last pair
-            i = first[q]
-            j = second[q]
-            if lengths[i] < lengths[j]:
-                i, j = j, i
-            off_a[p] = offsets[i]
-            off_b[p] = offsets[j]
-            len_b[p] = lengths[j]
-            tau[p] = lengths[i] - lengths[j]
-            if lengths[j] > kmax:
-                kmax = lengths[j]
-        for k in range(kmax):
-            # gather (scalar): this step's inputs for every lane
+    ustart = np.empty(lanes, dtype=np.int64)
+    for bi in range(nb):
+        b0 = bi * lanes
+        for a in range(nr):
+            if diagonal and a >= b0 + lanes - 1:
+                break                       # no b > a left in this batch
+            i = rows[a]
+            ti = lengths[i]
+            kmax = min(ti, clen[b0])        # cols sorted: the batch's longest is first
+            if kmax == 0:
+                continue
+            base_i = offsets[i] - (tmax - ti)   # packed index of row i at padded time u
             for p in range(lanes):
-                s = k - (kmax - len_b[p])          # 0-based cell on the short series
-                mask[p] = 1.0 if s >= 1 else 0.0
-                if s < 0:
-                    s = 0
-                pa = off_a[p] + s + tau[p]
-                pb = off_b[p] + s
-                acc = 0.0
+                w = min(ti, clen[b0 + p])
+                ustart[p] = tmax - w        # idle lanes (w = 0) never start
+            for u in range(tmax - kmax, tmax):
+                pos = base_i + u
+                # input layer (row 0 of the state)
+                v0 = vs[0]
+                for p in range(lanes):
+                    v0[p] = 0.0
                 for c in range(m):
-                    acc += values[pa, c] * values[pb, c]
-                vs[0, p] = acc * inv_m
-                for l in range(L):
-                    g1[l, p] = f1[l, pa] * f1[l, pb]
-                    g2[l, p] = f2[l, pa] * f2[l, pb]
-            # compute (vectorised over lanes), layer by layer
-            for l in range(1, L + 1):
-                v_lo = vs[l - 1]
-                vp_lo = vps[l - 1]
-                th_lo = ths[l - 1]
-                v_l = vs[l]
-                vp_l = vps[l]
-                th_l = ths[l]
-                ga = g1[l - 1]
-                gb = g2[l - 1]
-                if act == RELU:
+                    xi = values[pos, c]
+                    xc = cx[u, c]
                     for p in range(lanes):
-                        mk = mask[p]
-                        c = sw2 * (mk * v_l[p]) + su2 * v_lo[p] + sb2
-                        theta = (c + sw2 * (mk * (vp_l[p] * th_l[p]))
-                                 + su2 * (vp_lo[p] * th_lo[p]))
-                        vv, vvp = relu_dual_cross(c, ga[p], gb[p])
-                        v_l[p] = vv
-                        vp_l[p] = vvp
-                        th_l[p] = theta
-                else:
-                    for p in range(lanes):
-                        mk = mask[p]
-                        c = sw2 * (mk * v_l[p]) + su2 * v_lo[p] + sb2
-                        theta = (c + sw2 * (mk * (vp_l[p] * th_l[p]))
-                                 + su2 * (vp_lo[p] * th_lo[p]))
-                        vv, vvp = erf_dual_cross(c, ga[p])
-                        v_l[p] = vv
-                        vp_l[p] = vvp
-                        th_l[p] = theta
-        for p in range(nl):
-            k_out = sv2 * vs[L, p]
-            out_nngp[q0 + p] = k_out
-            out_ntk[q0 + p] = k_out + sv2 * vps[L, p] * ths[L, p]
+                        v0[p] += xi * xc[b0 + p]
+                for p in range(lanes):
+                    v0[p] *= inv_m
+                for l in range(1, L + 1):
+                    v_lo = vs[l - 1]
+                    vp_lo = vps[l - 1]
+                    th_lo = ths[l - 1]
+                    v_l = vs[l]
+                    vp_l = vps[l]
+                    th_l = ths[l]
+                    r1 = f1[l - 1, pos]
+                    r2 = f2[l - 1, pos]
+                    c1 = cf1[l - 1, u]
+                    c2 = cf2[l - 1, u]
+                    if act == RELU:
+                        for p in range(lanes):
+                            mk = 1.0 if u > ustart[p] else 0.0
+                            cc = sw2 * (mk * v_l[p]) + su2 * v_lo[p] + sb2
+                            theta = (cc + sw2 * (mk * (vp_l[p] * th_l[p]))
+                                     + su2 * (vp_lo[p] * th_lo[p]))
+                            vv, vvp = relu_dual_cross(cc, r1 * c1[b0 + p],
+                                                      r2 * c2[b0 + p])
+                            v_l[p] = vv
+                            vp_l[p] = vvp
+                            th_l[p] = theta
+                    else:
+                        for p in range(lanes):
+                            mk = 1.0 if u > ustart[p] else 0.0
+                            cc = sw2 * (mk * v_l[p]) + su2 * v_lo[p] + sb2
+                            theta = (cc + sw2 * (mk * (vp_l[p] * th_l[p]))
+                                     + su2 * (vp_lo[p] * th_lo[p]))
+                            vv, vvp = erf_dual_cross(cc, r1 * c1[b0 + p])
+                            v_l[p] = vv
+                            vp_l[p] = vvp
+                            th_l[p] = theta
+            for p in range(min(lanes, nc - b0)):
+                b = b0 + p
+                if diagonal and b <= a:
+                    continue
+                k_out = sv2 * vs[L, p]
+                out_nngp[a, b] = k_out
+                out_ntk[a, b] = k_out + sv2 * vps[L, p] * ths[L, p]

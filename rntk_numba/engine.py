@@ -94,45 +94,40 @@ def prepare(X: PackedSequences, Y: PackedSequences | None, kernel: RNTK) -> Gram
                        dnngp[:n_rows], n_rows, X.n if symmetric else Y.n, symmetric)
 
 
-def _pairs_of_tile(problem: GramProblem, tile: Tile):
-    """Local (row, col) indices of the pairs a tile computes, sorted by walk length."""
-    nr, nc = tile.shape
-    if tile.diagonal:
-        li, lj = np.triu_indices(nr, k=1)
-    else:
-        li, lj = np.divmod(np.arange(nr * nc, dtype=np.int64), nc)
-    li = li.astype(np.int64)
-    lj = lj.astype(np.int64)
-    gi = li + tile.r0
-    gj = lj + tile.c0 + problem.col_offset
-    walk = np.minimum(problem.lengths[gi], problem.lengths[gj])
-    order = np.argsort(walk, kind="stable")
-    return li[order], lj[order], gi[order], gj[order]
-
-
 def compute_tile(problem: GramProblem, tile: Tile):
     """Compute one tile. Returns ``(tile, ntk_block, nngp_block)``, float64 blocks of
-    shape ``tile.shape``. A plain function of picklable arguments (any joblib backend)."""
+    shape ``tile.shape``. A plain function of picklable arguments (any joblib backend).
+    """
     k = problem.kernel
-    li, lj, gi, gj = _pairs_of_tile(problem, tile)
-    out_ntk = np.empty(gi.size)
-    out_nngp = np.empty(gi.size)
+    rows = np.arange(tile.r0, tile.r1, dtype=np.int64)
+    cols = np.arange(tile.c0, tile.c1, dtype=np.int64) + problem.col_offset
+    # columns by decreasing length (stable: deterministic), so lanes walk alike
+    corder = np.argsort(-problem.lengths[cols], kind="stable")
+    cols = cols[corder]
+    rorder = corder if tile.diagonal else np.arange(rows.size)
+    rows = rows[rorder]
+    ntk_s = np.empty(tile.shape)
+    nngp_s = np.empty(tile.shape)
     sw2, su2, sb2, _, sv2 = _scalars(k)
-    if gi.size:
-        _kernels._pairs_lockstep(problem.values, problem.offsets, problem.lengths,
-                                 problem.f1, problem.f2, gi, gj, k.n_layers,
-                                 k.activation_code, sw2, su2, sb2, sv2, LANES,
-                                 out_ntk, out_nngp)
+    _kernels._tile_lockstep(problem.values, problem.offsets, problem.lengths,
+                            problem.f1, problem.f2, rows, cols, tile.diagonal,
+                            k.n_layers, k.activation_code, sw2, su2, sb2, sv2, LANES,
+                            ntk_s, nngp_s)
     ntk = np.empty(tile.shape)
     nngp = np.empty(tile.shape)
-    ntk[li, lj] = out_ntk
-    nngp[li, lj] = out_nngp
     if tile.diagonal:
-        ntk[lj, li] = out_ntk
-        nngp[lj, li] = out_nngp
+        iu, ju = np.triu_indices(tile.shape[0], k=1)
+        ri, cj = rorder[iu], corder[ju]       # local positions in the tile
+        for src, dst in ((ntk_s, ntk), (nngp_s, nngp)):
+            vals = src[iu, ju]
+            dst[ri, cj] = vals
+            dst[cj, ri] = vals
         d = np.arange(tile.shape[0])
         ntk[d, d] = problem.diag_ntk[tile.r0:tile.r1]
         nngp[d, d] = problem.diag_nngp[tile.r0:tile.r1]
+    else:
+        ntk[:, corder] = ntk_s
+        nngp[:, corder] = nngp_s
     return tile, ntk, nngp
 
 
