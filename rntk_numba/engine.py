@@ -20,7 +20,7 @@ from .sequences import PackedSequences
 from .tiles import Tile, plan_tiles
 
 __all__ = ["GramProblem", "prepare", "compute_tile", "run_tiles", "default_n_jobs",
-           "warm_up", "LANES"]
+           "warm_up", "resolve_n_jobs", "LANES"]
 
 #: Pairs run in lock-step per batch (a multiple of the SIMD width; 64 measured best).
 LANES = 64
@@ -32,6 +32,39 @@ def default_n_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def resolve_n_jobs(n_jobs=None) -> int:
+    """The number of parallel workers a call will use.
+
+    ``None``: the ``n_jobs`` of an active ``joblib.parallel_config``, else every worker
+    of a configured backend (e.g. all threads of a Dask cluster), else all local cores
+    (threads running serial numba kernels: one per core, no oversubscription).
+    Negative values count back from the backend's maximum as in joblib.
+    """
+    from joblib.parallel import get_active_backend
+
+    if n_jobs is not None:
+        n_jobs = int(n_jobs)
+        if n_jobs == 0:
+            raise ValueError("n_jobs must be a non-zero integer (or None for all cores)")
+    backend, configured = get_active_backend(prefer="threads")
+    if n_jobs is None:
+        if configured not in (None, 1):          # set by joblib.parallel_config
+            n_jobs = configured
+        elif _is_default(backend):
+            return default_n_jobs()
+        else:
+            return max(1, backend.effective_n_jobs(-1))
+    if n_jobs < 0:
+        total = default_n_jobs() if _is_default(backend) else backend.effective_n_jobs(-1)
+        return max(1, total + 1 + n_jobs)
+    return n_jobs
+
+
+def _is_default(backend) -> bool:
+    from joblib._parallel_backends import ThreadingBackend
+    return type(backend) is ThreadingBackend
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -161,9 +194,7 @@ def run_tiles(problem: GramProblem, tiles, on_tile, *, n_jobs=None, progress=Fal
     from joblib import Parallel, delayed
 
     tiles = sorted(tiles, key=lambda t: (-t.cost, t.index))   # longest first
-    n_jobs = default_n_jobs() if n_jobs is None else int(n_jobs)
-    if n_jobs == 0:
-        raise ValueError("n_jobs must not be 0")
+    n_jobs = resolve_n_jobs(n_jobs)
     warm_up(problem.values.shape[1], problem.kernel.activation_code)
     bar = None
     if progress:

@@ -89,7 +89,7 @@ def select_kind(ntk, nngp, kind):
 
 def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None):
     """Both kernels as in-memory arrays (validated, packed inputs)."""
-    from .engine import default_n_jobs
+    from .engine import resolve_n_jobs
     problem = prepare(PX, PY, kernel)
     shape = (problem.n_rows, problem.n_cols)
     ntk = np.empty(shape)
@@ -102,7 +102,7 @@ def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None
             ntk[tile.c0:tile.c1, tile.r0:tile.r1] = a.T
             nngp[tile.c0:tile.c1, tile.r0:tile.r1] = b.T
 
-    workers = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
-    run_tiles(problem, problem.plan(tile_size, workers), put, n_jobs=n_jobs,
+    workers = resolve_n_jobs(n_jobs)
+    run_tiles(problem, problem.plan(tile_size, workers), put, n_jobs=workers,
               progress=progress)
     return ntk, nngp

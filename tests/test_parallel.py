@@ -1,0 +1,149 @@
+"""Tiles and scheduler: every tiling, n_jobs and backend gives the same bits."""
+
+import numpy as np
+import pytest
+import joblib
+
+from rntk_numba import RNTK, gram, pack
+from rntk_numba.engine import compute_tile, prepare, resolve_n_jobs, run_tiles
+from rntk_numba.tiles import pair_steps, plan_tiles
+
+
+def ragged(n, lo=1, hi=40, m=1, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((int(T), m)) for T in rng.integers(lo, hi + 1, n)]
+
+
+KERNELS = [RNTK(sigma_b=0.3, sigma_h=0.5),
+           RNTK(sigma_w=1.1, activation="erf", n_layers=2, sigma_b=0.2)]
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=["relu", "erf-L2"])
+def test_tiles_and_jobs_are_bit_identical(kernel):
+    X = ragged(70, m=2)
+    Y = ragged(23, m=2, seed=1)
+    ref = gram(X, kernel=kernel, kind="both", n_jobs=1)
+    ref_x = gram(X, Y, kernel=kernel, kind="both", n_jobs=1)
+    for tile_size in (1, 3, 16, 64, 1000):
+        for n_jobs in (1, 2):
+            got = gram(X, kernel=kernel, kind="both", n_jobs=n_jobs, tile_size=tile_size)
+            assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+            got = gram(X, Y, kernel=kernel, kind="both", n_jobs=n_jobs,
+                       tile_size=tile_size)
+            assert np.array_equal(got[0], ref_x[0]) and np.array_equal(got[1], ref_x[1])
+
+
+def test_symmetric_and_cross_agree_exactly_off_diagonal():
+    X = ragged(40, m=3)
+    k = RNTK(sigma_b=0.1)            # sigma_h = 0
+    G = gram(X, kernel=k)
+    C = gram(X, X, kernel=k)
+    off = ~np.eye(len(X), dtype=bool)
+    assert np.array_equal(G[off], C[off])         # commutative products: same bits
+    assert np.array_equal(C, C.T)
+    # the diagonal of the cross kernel is a different-sample computation: close only
+    np.testing.assert_allclose(np.diag(C), np.diag(G), rtol=1e-6)
+    Y = ragged(9, m=3, seed=4)
+    assert np.array_equal(gram(X, Y, kernel=k), gram(Y, X, kernel=k).T)
+
+
+def test_permutation_equivariance_is_exact():
+    X = ragged(50)
+    k = RNTK(sigma_b=0.2, sigma_h=0.3)
+    G = gram(X, kernel=k)
+    perm = np.random.default_rng(3).permutation(len(X))
+    Gp = gram([X[i] for i in perm], kernel=k)
+    assert np.array_equal(Gp, G[np.ix_(perm, perm)])
+
+
+def test_process_backend_matches():
+    X = ragged(45)
+    k = KERNELS[0]
+    ref = gram(X, kernel=k, n_jobs=1)
+    with joblib.parallel_config(backend="loky"):
+        got = gram(X, kernel=k, n_jobs=2, tile_size=8)
+    assert np.array_equal(got, ref)
+
+
+def test_dask_local_cluster_matches():
+    distributed = pytest.importorskip("distributed", reason="dask[distributed] extra "
+                                      "not installed")
+    X = ragged(45, m=2)
+    Y = ragged(12, m=2, seed=2)
+    k = KERNELS[1]
+    ref, ref_x = gram(X, kernel=k, n_jobs=1), gram(X, Y, kernel=k, n_jobs=1)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        with joblib.parallel_config(backend="dask"):
+            assert resolve_n_jobs() == 2
+            got = gram(X, kernel=k, tile_size=6)
+            got_x = gram(X, Y, kernel=k, tile_size=5)
+    assert np.array_equal(got, ref) and np.array_equal(got_x, ref_x)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_plan_covers_every_entry_once(symmetric):
+    rng = np.random.default_rng(5)
+    la = rng.integers(1, 300, 157)
+    lb = None if symmetric else rng.integers(1, 300, 61)
+    for tile_size in (None, 10, 157):
+        tiles = plan_tiles(la, lb, n_layers=2, tile_size=tile_size, n_workers=2)
+        cover = np.zeros((157, 157 if symmetric else 61), dtype=int)
+        for t in tiles:
+            cover[t.r0:t.r1, t.c0:t.c1] += 1
+            assert t.diagonal == (symmetric and t.r0 == t.c0)
+            if symmetric and not t.diagonal:
+                assert t.r1 <= t.c0                       # strictly above the diagonal
+        if symmetric:
+            # every entry on or above the diagonal exactly once (diagonal tiles are
+            # square blocks whose lower half is their mirror)
+            iu = np.triu_indices(157)
+            assert (cover[iu] == 1).all()
+        else:
+            assert (cover == 1).all()
+        # costs are exact pair-step counts and add up
+        assert sum(t.cost for t in tiles) == pair_steps(la, lb, 2)
+    brute = sum(min(a, b) for i, a in enumerate(la) for b in la[i + 1:])
+    assert pair_steps(la) == brute
+
+
+def test_default_plan_is_balanced_by_work():
+    rng = np.random.default_rng(6)
+    lengths = np.sort(rng.integers(10, 1000, 3000))        # skewed on purpose
+    tiles = plan_tiles(lengths, n_workers=2)
+    assert len(tiles) >= 8
+    full = [t.cost for t in tiles if not t.diagonal]
+    # equal-length blocks: off-diagonal tiles within a small factor of each other,
+    # whereas equal-ROW blocks of sorted lengths would differ by ~100x
+    assert max(full) / min(full) < 12
+    rows = [t.r1 - t.r0 for t in tiles]
+    assert max(rows) > 2 * min(rows)                       # rows are not equal
+
+
+def test_run_tiles_streams_every_tile_and_progress(capsys):
+    X = pack(ragged(30))
+    problem = prepare(X, None, RNTK())
+    tiles = problem.plan(tile_size=7)
+    seen = []
+    run_tiles(problem, tiles, lambda t, a, b: seen.append(t.index), n_jobs=2,
+              progress=True)
+    assert sorted(seen) == list(range(len(tiles)))
+    assert "step" in capsys.readouterr().err                 # tqdm wrote its bar
+
+
+def test_compute_tile_blocks_match_full_gram():
+    X = pack(ragged(33))
+    k = RNTK(sigma_h=0.4)
+    G = gram(X, kernel=k)
+    problem = prepare(X, None, k)
+    for t in problem.plan(tile_size=10):
+        _, ntk, _ = compute_tile(problem, t)
+        assert np.array_equal(ntk, G[t.r0:t.r1, t.c0:t.c1])
+
+
+def test_n_jobs_validation():
+    with pytest.raises(ValueError, match="n_jobs"):
+        gram(ragged(3), kernel=RNTK(), n_jobs=0)
+    with pytest.raises(ValueError, match="tile_size"):
+        gram(ragged(3), kernel=RNTK(), tile_size=0)
