@@ -105,7 +105,7 @@ def mlp_ntk(X, Y=None, *, n_layers, sigma_w, sigma_b, sigma_v=1.0, activation="r
     --------
     >>> import numpy as np
     >>> x = np.array([[1.0, 0.0]])
-    >>> float(mlp_ntk(x, n_layers=1, sigma_w=np.sqrt(2), sigma_b=0.0)[0, 0])
+    >>> round(float(mlp_ntk(x, n_layers=1, sigma_w=np.sqrt(2), sigma_b=0.0)[0, 0]), 12)
     1.0
     """
     if isinstance(n_layers, bool) or not isinstance(n_layers, numbers.Integral) \

@@ -463,7 +463,7 @@ def network_outputs(X, kernel: RNTK, width: int, rng, n_draws: int = 1,
         Fresh weights at every step (drawn on the fly).
     chunk : int, optional
         Networks evaluated together (memory ~ chunk * width^2 floats); default chosen
-        to keep about 32 M floats per weight array.
+        to keep about 8 M floats (64 MB) per weight array.
 
     Returns
     -------
@@ -475,7 +475,7 @@ def network_outputs(X, kernel: RNTK, width: int, rng, n_draws: int = 1,
     k = kernel
     act = k.activation
     if chunk is None:
-        chunk = max(1, min(int(n_draws), (32 << 20) // (n * max(n, m))))
+        chunk = max(1, min(int(n_draws), (8 << 20) // (n * max(n, m))))
     cw = k.sigma_w / math.sqrt(n)
     out = np.empty((int(n_draws), N))
     idx = np.arange(N)
