@@ -58,6 +58,11 @@ def pair_steps(len_rows: np.ndarray, len_cols: np.ndarray | None = None,
     return n_layers * _sum_min(a, np.asarray(len_cols, dtype=np.int64))
 
 
+#: Block boundaries are rounded to multiples of this (the kernel's lane count), so that
+#: column blocks fill whole lock-step batches.
+ALIGN = 64
+
+
 def _boundaries(lengths: np.ndarray, n_blocks: int, max_rows: int) -> np.ndarray:
     """Cut rows into about n_blocks blocks of equal total length, at most max_rows each."""
     n = lengths.size
@@ -65,6 +70,8 @@ def _boundaries(lengths: np.ndarray, n_blocks: int, max_rows: int) -> np.ndarray
     csum = np.cumsum(lengths, dtype=np.float64)
     cuts = np.searchsorted(csum, csum[-1] * np.arange(1, n_blocks) / n_blocks,
                            side="right")
+    if n >= 2 * ALIGN * n_blocks:
+        cuts = np.round(cuts / ALIGN).astype(np.int64) * ALIGN
     bounds = np.unique(np.concatenate(([0], cuts, [n])))
     out = [0]
     for hi in bounds[1:]:
