@@ -79,7 +79,7 @@ def gram(X, Y=None, *, kernel: RNTK, kind: str = "ntk", n_jobs=None,
         return as_store(cache).gram(PX, PY, kernel=kernel, kind=kind, n_jobs=n_jobs,
                                     progress=progress, tile_size=tile_size)
     ntk, nngp = compute_dense(PX, PY, kernel, n_jobs=n_jobs, progress=progress,
-                              tile_size=tile_size)
+                              tile_size=tile_size, kind=kind)
     return select_kind(ntk, nngp, kind)
 
 
@@ -87,20 +87,25 @@ def select_kind(ntk, nngp, kind):
     return {"ntk": ntk, "nngp": nngp, "both": (ntk, nngp)}[kind]
 
 
-def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None):
-    """Both kernels as in-memory arrays (validated, packed inputs)."""
+def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None,
+                  kind="both"):
+    """The kernels as in-memory arrays (validated, packed inputs).
+
+    Returns ``(ntk, nngp)``; the one that ``kind`` does not ask for is None (peak
+    memory: the requested output(s) plus a few tiles in flight).
+    """
     from .engine import resolve_n_jobs
     problem = prepare(PX, PY, kernel)
     shape = (problem.n_rows, problem.n_cols)
-    ntk = np.empty(shape)
-    nngp = np.empty(shape)
+    ntk = np.empty(shape) if kind in ("ntk", "both") else None
+    nngp = np.empty(shape) if kind in ("nngp", "both") else None
+    outputs = [(dst, i) for i, dst in enumerate((ntk, nngp)) if dst is not None]
 
-    def put(tile, a, b):
-        ntk[tile.r0:tile.r1, tile.c0:tile.c1] = a
-        nngp[tile.r0:tile.r1, tile.c0:tile.c1] = b
-        if problem.symmetric and not tile.diagonal:
-            ntk[tile.c0:tile.c1, tile.r0:tile.r1] = a.T
-            nngp[tile.c0:tile.c1, tile.r0:tile.r1] = b.T
+    def put(tile, *blocks):
+        for dst, i in outputs:
+            dst[tile.r0:tile.r1, tile.c0:tile.c1] = blocks[i]
+            if problem.symmetric and not tile.diagonal:
+                dst[tile.c0:tile.c1, tile.r0:tile.r1] = blocks[i].T
 
     workers = resolve_n_jobs(n_jobs)
     run_tiles(problem, problem.plan(tile_size, workers), put, n_jobs=workers,
