@@ -15,11 +15,17 @@ lists of ``(T_i,)`` / ``(T_i, m)`` arrays, ``(N, T)`` or ``(N, T, m)`` arrays (t
 NaN rows are padding). ``fit`` computes the training Gram once; ``predict`` computes
 only the cross kernel ``K(X, X_train)``.
 
-Kernel scale. With ``scale_kernel=True`` (default) the training Gram and every cross
-kernel are divided by the mean of the training Gram's diagonal. That is the same as
-rescaling C (or alpha) by that constant; it makes one C grid mean the same thing for
-every kernel setting (RNTK values grow or shrink geometrically with the sequence length
-when ``sigma_w != sqrt(2)``) and keeps libsvm well-conditioned.
+Kernel scaling (``kernel_scaling``). RNTK values grow or shrink geometrically with the
+sequence length when ``sigma_w != sqrt(2)``, so raw Gram matrices differ in scale by
+orders of magnitude between settings. ``"trace"`` (default) divides the training Gram
+and every cross kernel by the mean of the training Gram's diagonal: the same as
+dividing C by that constant (for kernel ridge: multiplying alpha), so one C grid means
+the same thing for every setting, and libsvm stays well-conditioned. ``"cosine"``
+normalises every entry by the self-kernels, ``K(x, y) / sqrt(K(x, x) K(y, y))`` (each
+series' self-kernel as the same sample, spec 3.2), which also removes the dependence of
+a series' kernel norm on its length; for kernels whose self-kernel is constant (RBF, and
+the MLP NTK and polynomial kernels on unit-norm vectors) it is the same as "trace".
+``"none"`` uses the raw kernel.
 
 Same-sample pairs (spec 3.2). The symmetric training Gram treats its diagonal as the
 same sample (``sigma_h`` enters there); in ``K(X_test, X_train)`` no pair is the same
@@ -44,7 +50,7 @@ from .sequences import PackedSequences, pack
 
 __all__ = ["RNTKClassifier", "RNTKRegressor", "KernelClassifier", "KernelRegressor",
            "RNTKSearchCV", "SeriesNormalizer", "DEFAULT_RNTK_GRID", "DEFAULT_C",
-           "DEFAULT_ALPHA"]
+           "DEFAULT_ALPHA", "KERNEL_SCALINGS"]
 
 #: The RNTK grid of the UCR benchmark (relu, one layer, sigma_u = 1): sigma_w near
 #: sqrt(2), as in the paper's appendix; sigma_b and sigma_h on the scale of the
@@ -134,6 +140,28 @@ def _check_y(y, n, classification):
     return y
 
 
+#: Accepted values of ``kernel_scaling``.
+KERNEL_SCALINGS = ("trace", "cosine", "none")
+
+
+def _check_scaling(value):
+    if value not in KERNEL_SCALINGS:
+        raise ValueError(f"kernel_scaling must be one of {KERNEL_SCALINGS}, "
+                         f"got {value!r}")
+    return value
+
+
+def _root_self(d: np.ndarray) -> np.ndarray:
+    """sqrt of self-kernels for cosine normalisation (1 where not positive / finite)."""
+    d = np.asarray(d, dtype=np.float64)
+    ok = np.isfinite(d) & (d > 0)
+    return np.sqrt(np.where(ok, d, 1.0))
+
+
+def _cosine(K: np.ndarray, r_rows: np.ndarray, r_cols: np.ndarray) -> np.ndarray:
+    return K / r_rows[:, None] / r_cols[None, :]
+
+
 def _gram_scale(G: np.ndarray, sample_weight=None) -> float:
     """Mean of the diagonal, weighted by ``sample_weight`` if given (so that a weight 2
     is the same as a repeated series); 1.0 if that is not a positive finite number."""
@@ -191,15 +219,25 @@ class _KernelModel(BaseEstimator):
 
     def _fit_gram(self, G, PX, y, spec, sample_weight=None):
         """Fit from an already computed training Gram (used by RNTKSearchCV)."""
-        scale = _gram_scale(G, sample_weight) if self.scale_kernel else 1.0
+        scaling = _check_scaling(self.kernel_scaling)
+        root = None
+        if scaling == "cosine":
+            root = _root_self(np.diag(G))
+            G, scale = _cosine(G, root, root), 1.0
+        elif scaling == "trace":
+            scale = _gram_scale(G, sample_weight)
+            G = G / scale
+        else:
+            scale = 1.0
         inner = self._inner()
         if sample_weight is None:
-            inner.fit(G / scale, y)
+            inner.fit(G, y)
         else:
-            inner.fit(G / scale, y, sample_weight=sample_weight)
+            inner.fit(G, y, sample_weight=sample_weight)
         self.estimator_ = inner
         self.kernel_spec_ = spec
         self.kernel_scale_ = scale
+        self.train_self_root_ = root
         self.X_train_ = PX
         self.n_channels_ = PX.m
         if self._classification:
@@ -220,6 +258,9 @@ class _KernelModel(BaseEstimator):
                              f"was fitted on series with {self.n_channels_}")
         K = np.asarray(self.kernel_spec_.gram(PX, self.X_train_, n_jobs=self.n_jobs,
                                               cache=self.cache))
+        if self.train_self_root_ is not None:
+            return _cosine(K, _root_self(self.kernel_spec_.diag(PX)),
+                           self.train_self_root_)
         return K / self.kernel_scale_
 
     def predict(self, X):
@@ -291,12 +332,14 @@ class RNTKClassifier(_ClassifierMethods, ClassifierMixin, _RNTKParams, _KernelMo
     kind : {"ntk", "nngp"}, default "ntk"
         The RNTK or its NNGP (GP) kernel.
     C : float, default 1.0
-        SVM cost (applied to the scaled kernel, see ``scale_kernel``).
+        SVM cost (applied to the scaled kernel, see ``kernel_scaling``).
     class_weight : dict or "balanced", optional
         Passed to ``SVC``.
-    scale_kernel : bool, default True
-        Divide the kernels by the mean of the training Gram's diagonal (equivalent to
-        rescaling C; makes C comparable across kernel settings).
+    kernel_scaling : {"trace", "cosine", "none"}, default "trace"
+        "trace": divide the kernels by the mean of the training Gram's diagonal
+        (equivalent to rescaling C; makes C comparable across kernel settings).
+        "cosine": ``K(x, y) / sqrt(K(x, x) K(y, y))``. "none": the raw kernel.
+        See the module docstring.
     n_jobs : int, optional
         Workers for the Gram computation (default: all cores). Results do not depend
         on it.
@@ -312,6 +355,9 @@ class RNTKClassifier(_ClassifierMethods, ClassifierMixin, _RNTKParams, _KernelMo
         The training series, packed (predict needs them for the cross kernel).
     kernel_spec_ : RNTKSpec
     kernel_scale_ : float
+        The constant the kernels were divided by ("trace"; 1.0 otherwise).
+    train_self_root_ : ndarray (N,) or None
+        ``sqrt`` of the training self-kernels ("cosine").
     n_channels_ : int
 
     Examples
@@ -326,7 +372,7 @@ class RNTKClassifier(_ClassifierMethods, ClassifierMixin, _RNTKParams, _KernelMo
 
     def __init__(self, sigma_w=math.sqrt(2.0), sigma_u=1.0, sigma_b=0.0, sigma_h=0.0,
                  sigma_v=1.0, n_layers=1, activation="relu", kind="ntk", C=1.0,
-                 class_weight=None, scale_kernel=True, n_jobs=None, cache=None):
+                 class_weight=None, kernel_scaling="trace", n_jobs=None, cache=None):
         self.sigma_w = sigma_w
         self.sigma_u = sigma_u
         self.sigma_b = sigma_b
@@ -337,7 +383,7 @@ class RNTKClassifier(_ClassifierMethods, ClassifierMixin, _RNTKParams, _KernelMo
         self.kind = kind
         self.C = C
         self.class_weight = class_weight
-        self.scale_kernel = scale_kernel
+        self.kernel_scaling = kernel_scaling
         self.n_jobs = n_jobs
         self.cache = cache
 
@@ -356,8 +402,8 @@ class RNTKRegressor(RegressorMixin, _RNTKParams, _KernelModel):
     sigma_w, sigma_u, sigma_b, sigma_h, sigma_v, n_layers, activation, kind
         As :class:`RNTKClassifier`.
     alpha : float, default 1e-3
-        Ridge penalty (on the scaled kernel, see ``scale_kernel``).
-    scale_kernel, n_jobs, cache
+        Ridge penalty (on the scaled kernel, see ``kernel_scaling``).
+    kernel_scaling, n_jobs, cache
         As :class:`RNTKClassifier`.
 
     Attributes
@@ -371,7 +417,7 @@ class RNTKRegressor(RegressorMixin, _RNTKParams, _KernelModel):
 
     def __init__(self, sigma_w=math.sqrt(2.0), sigma_u=1.0, sigma_b=0.0, sigma_h=0.0,
                  sigma_v=1.0, n_layers=1, activation="relu", kind="ntk", alpha=1e-3,
-                 scale_kernel=True, n_jobs=None, cache=None):
+                 kernel_scaling="trace", n_jobs=None, cache=None):
         self.sigma_w = sigma_w
         self.sigma_u = sigma_u
         self.sigma_b = sigma_b
@@ -381,7 +427,7 @@ class RNTKRegressor(RegressorMixin, _RNTKParams, _KernelModel):
         self.activation = activation
         self.kind = kind
         self.alpha = alpha
-        self.scale_kernel = scale_kernel
+        self.kernel_scaling = kernel_scaling
         self.n_jobs = n_jobs
         self.cache = cache
 
@@ -409,16 +455,16 @@ class KernelClassifier(_ClassifierMethods, ClassifierMixin, _SpecParams, _Kernel
         E.g. ``RBFSpec(gamma=1.0)`` or ``NTKSpec(n_layers=3)`` (default: ``RNTKSpec()``).
         Fixed-length kernels zero-pad ragged series at their start; the padded length
         is fixed at fit time (``kernel_spec_.length``) unless the spec sets it.
-    C, class_weight, scale_kernel, n_jobs, cache
+    C, class_weight, kernel_scaling, n_jobs, cache
         As :class:`RNTKClassifier`.
     """
 
-    def __init__(self, kernel=None, C=1.0, class_weight=None, scale_kernel=True,
+    def __init__(self, kernel=None, C=1.0, class_weight=None, kernel_scaling="trace",
                  n_jobs=None, cache=None):
         self.kernel = kernel
         self.C = C
         self.class_weight = class_weight
-        self.scale_kernel = scale_kernel
+        self.kernel_scaling = kernel_scaling
         self.n_jobs = n_jobs
         self.cache = cache
 
@@ -432,17 +478,17 @@ class KernelRegressor(RegressorMixin, _SpecParams, _KernelModel):
     Parameters
     ----------
     kernel : KernelSpec, optional
-    alpha, scale_kernel, n_jobs, cache
+    alpha, kernel_scaling, n_jobs, cache
         As :class:`RNTKRegressor`.
     """
 
     _classification = False
 
-    def __init__(self, kernel=None, alpha=1e-3, scale_kernel=True, n_jobs=None,
+    def __init__(self, kernel=None, alpha=1e-3, kernel_scaling="trace", n_jobs=None,
                  cache=None):
         self.kernel = kernel
         self.alpha = alpha
-        self.scale_kernel = scale_kernel
+        self.kernel_scaling = kernel_scaling
         self.n_jobs = n_jobs
         self.cache = cache
 
@@ -540,8 +586,10 @@ class RNTKSearchCV(BaseEstimator):
         Seed of the fold split (the same folds for every kernel setting).
     scoring : str, optional
         A scikit-learn scorer name (default accuracy / r2).
-    scale_kernel : bool, default True
-        As in :class:`RNTKClassifier`, computed on each fold's training part.
+    kernel_scaling : {"trace", "cosine", "none"}, default "trace"
+        As in :class:`RNTKClassifier`; "trace" uses each fold's training part only
+        ("cosine" is entrywise, so normalising the whole Gram once and slicing it is
+        exactly the per-fold computation).
     n_jobs : int, optional
         Workers for the Gram computations and for the fold fits (threads).
     cache : str, path or GramStore, optional
@@ -571,7 +619,7 @@ class RNTKSearchCV(BaseEstimator):
 
     def __init__(self, param_grid=None, *, kernels=None, C=DEFAULT_C, alpha=None,
                  task="classification", cv=10, random_state=0, scoring=None,
-                 scale_kernel=True, n_jobs=None, cache=None, verbose=0):
+                 kernel_scaling="trace", n_jobs=None, cache=None, verbose=0):
         self.param_grid = param_grid
         self.kernels = kernels
         self.C = C
@@ -580,7 +628,7 @@ class RNTKSearchCV(BaseEstimator):
         self.cv = cv
         self.random_state = random_state
         self.scoring = scoring
-        self.scale_kernel = scale_kernel
+        self.kernel_scaling = kernel_scaling
         self.n_jobs = n_jobs
         self.cache = cache
         self.verbose = verbose
@@ -651,7 +699,7 @@ class RNTKSearchCV(BaseEstimator):
                 for tr, va in folds]
 
     def _make_estimator(self, spec, penalty):
-        common = dict(scale_kernel=self.scale_kernel, n_jobs=self.n_jobs,
+        common = dict(kernel_scaling=self.kernel_scaling, n_jobs=self.n_jobs,
                       cache=self.cache)
         if isinstance(spec, RNTKSpec):
             kw = dict(spec.kernel.to_dict(), kind=spec.kind, **common)
@@ -666,9 +714,10 @@ class RNTKSearchCV(BaseEstimator):
         """Scores of every penalty on one fold, from slices of the training Gram."""
         Gtr = G[np.ix_(tr, tr)]
         Gva = G[np.ix_(va, tr)]
-        scale = _gram_scale(Gtr) if self.scale_kernel else 1.0
-        Gtr /= scale
-        Gva /= scale
+        if self.kernel_scaling == "trace":
+            scale = _gram_scale(Gtr)
+            Gtr /= scale
+            Gva /= scale
         out = np.empty(len(penalties))
         for p, pen in enumerate(penalties):
             est = _inner_for(self._classification, pen)
@@ -692,6 +741,7 @@ class RNTKSearchCV(BaseEstimator):
         from sklearn.metrics import get_scorer
         PX = _validate_X(X)
         y = _check_y(y, PX.n, self._classification)
+        _check_scaling(self.kernel_scaling)
         specs = [s.fixed_for(PX) for s in self._specs()]
         pen_name, penalties = self._penalties()
         folds = self._folds(y)
@@ -714,7 +764,11 @@ class RNTKSearchCV(BaseEstimator):
                            dtype=np.float64)
             self.gram_calls_ += 1
             t1 = time.perf_counter()
-            per_fold = parallel(delayed(self._fold_scores)(G, y, tr, va, penalties,
+            Gcv = G
+            if self.kernel_scaling == "cosine":
+                root = _root_self(np.diag(G))
+                Gcv = _cosine(G, root, root)
+            per_fold = parallel(delayed(self._fold_scores)(Gcv, y, tr, va, penalties,
                                                            scorer)
                                 for tr, va in folds)
             scores[si] = np.stack(per_fold, axis=1)

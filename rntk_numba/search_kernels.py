@@ -101,6 +101,17 @@ class KernelSpec:
             raise ValueError(f"X has {PX.m} channels per time step, Y has {PY.m}")
         return self._matrix(PX, PY, n_jobs=n_jobs, cache=cache, progress=progress)
 
+    def diag(self, X) -> np.ndarray:
+        """Self-kernels ``K(x, x)`` of every series, each as the same sample (the
+        diagonal of ``gram(X)``, without computing the rest), float64 (N,)."""
+        PX = pack(X, "X")
+        return np.asarray(self._self_values(PX), dtype=np.float64)
+
+    def _self_values(self, PX):
+        A, _ = self._vectors(PX, None)
+        return np.array([self._matrix(pack(A[i:i + 1]), None)[0, 0]
+                         for i in range(A.shape[0])])
+
     # -- fixed-length helpers ------------------------------------------------------
     def _vectors(self, PX: PackedSequences, PY):
         length = getattr(self, "length", None)
@@ -169,6 +180,11 @@ class RNTKSpec(KernelSpec):
             parts.append(self.kind)
         return "RNTK(" + ", ".join(parts) + ")"
 
+    def _self_values(self, PX):
+        from .engine import prepare
+        problem = prepare(PX, None, self.kernel)
+        return problem.diag_ntk if self.kind == "ntk" else problem.diag_nngp
+
     def _matrix(self, PX, PY, *, n_jobs=None, cache=None, progress=False):
         from .gram import gram
         return gram(PX, PY, kernel=self.kernel, kind=self.kind, n_jobs=n_jobs,
@@ -204,6 +220,14 @@ class NTKSpec(KernelSpec):
             raise ValueError(f"NTKSpec: kind must be 'ntk' or 'nngp', got {self.kind!r}")
         _check_length(self)
 
+    def _self_values(self, PX):
+        from .baselines import mlp_ntk
+        A, _ = self._vectors(PX, None)
+        kw = dict(n_layers=int(self.n_layers), sigma_w=float(self.sigma_w),
+                  sigma_b=float(self.sigma_b), sigma_v=float(self.sigma_v),
+                  activation=self.activation, kind=self.kind)
+        return np.array([mlp_ntk(A[i:i + 1], **kw)[0, 0] for i in range(A.shape[0])])
+
     def _matrix(self, PX, PY, **_):
         from .baselines import mlp_ntk
         A, B = self._vectors(PX, PY)
@@ -226,6 +250,9 @@ class RBFSpec(KernelSpec):
                 and self.gamma > 0):
             raise ValueError(f"RBFSpec: gamma must be finite and > 0, got {self.gamma!r}")
         _check_length(self)
+
+    def _self_values(self, PX):
+        return np.ones(PX.n)
 
     def _matrix(self, PX, PY, **_):
         from sklearn.metrics.pairwise import rbf_kernel
@@ -258,6 +285,11 @@ class PolySpec(KernelSpec):
             if not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"PolySpec: {name} must be a finite number, got {v!r}")
         _check_length(self)
+
+    def _self_values(self, PX):
+        A, _ = self._vectors(PX, None)
+        return (float(self.gamma) * np.einsum("ij,ij->i", A, A)
+                + float(self.coef0)) ** int(self.degree)
 
     def _matrix(self, PX, PY, **_):
         from sklearn.metrics.pairwise import polynomial_kernel

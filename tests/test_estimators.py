@@ -76,7 +76,8 @@ def _expected_failures(est):
 
 
 @parametrize_with_checks(
-    [RNTKClassifier(), RNTKRegressor(), KernelClassifier(RBFSpec(gamma=0.5)),
+    [RNTKClassifier(), RNTKClassifier(kernel_scaling="cosine", sigma_h=0.5),
+     RNTKRegressor(), KernelClassifier(RBFSpec(gamma=0.5)),
      KernelRegressor(NTKSpec(n_layers=2)), SeriesNormalizer()],
     expected_failed_checks=_expected_failures, xfail_strict=True)
 def test_sklearn_compatible(estimator, check):
@@ -166,10 +167,39 @@ def test_classifier_equals_svc_on_the_precomputed_kernel(ragged_task):
     # K / s with C is the SVM of K with C / s (same decision function, up to libsvm's
     # stopping tolerance)
     raw = RNTKClassifier(sigma_w=1.38, sigma_b=0.1, sigma_h=0.2, C=3.0 / s,
-                         scale_kernel=False).fit(X, y)
+                         kernel_scaling="none").fit(X, y)
     assert raw.kernel_scale_ == 1.0
     np.testing.assert_allclose(raw.decision_function(Xt), clf.decision_function(Xt),
                                rtol=0, atol=5e-3)
+
+
+@pytest.mark.parametrize("spec", [
+    RNTKSpec(RNTK(sigma_w=1.3, sigma_b=0.2, sigma_h=0.5)),
+    RNTKSpec(RNTK(sigma_b=0.1, sigma_h=0.3, n_layers=2), kind="nngp"),
+    NTKSpec(n_layers=3, sigma_b=0.1), RBFSpec(gamma=2.0), PolySpec(degree=3, coef0=0.5)])
+def test_spec_diag_is_the_same_sample_diagonal(spec):
+    rng = np.random.default_rng(7)
+    X = [rng.standard_normal(T) for T in (4, 11, 7, 9)]
+    spec = spec.fixed_for(X)
+    np.testing.assert_allclose(spec.diag(X), np.diag(spec.gram(X)), rtol=1e-13)
+    if isinstance(spec, RNTKSpec):        # the engine's own diagonal: bit for bit
+        np.testing.assert_array_equal(spec.diag(X), np.diag(spec.gram(X)))
+
+
+def test_cosine_scaling_equals_manual_normalisation(ragged_task):
+    X, y, Xt, _ = ragged_task
+    k = RNTK(sigma_w=1.45, sigma_h=0.3)
+    clf = RNTKClassifier(sigma_w=1.45, sigma_h=0.3, C=2.0, kernel_scaling="cosine")
+    clf.fit(X, y)
+    G = gram(X, kernel=k)
+    r = np.sqrt(np.diag(G))
+    dt = np.sqrt(RNTKSpec(k).diag(Xt))             # test series as the same sample
+    ref = SVC(kernel="precomputed", C=2.0).fit(G / r[:, None] / r[None, :], y)
+    K = gram(Xt, X, kernel=k) / dt[:, None] / r[None, :]
+    np.testing.assert_array_equal(clf.decision_function(Xt), ref.decision_function(K))
+    np.testing.assert_array_equal(clf.cross_kernel(Xt), K)
+    with pytest.raises(ValueError, match="kernel_scaling must be one of"):
+        RNTKClassifier(kernel_scaling="max").fit(X, y)
 
 
 def test_training_gram_once_and_predict_cross_kernel_only(ragged_task, monkeypatch):
@@ -259,22 +289,29 @@ def test_estimator_errors(ragged_task):
 
 
 # --------------------------------------------------------------------------- the search
-def _brute_force_cv(X, y, spec, Cs, folds):
+def _brute_force_cv(X, y, spec, Cs, folds, scaling="trace"):
     """Every fold from scratch: its own training Gram and its own cross kernel."""
     out = np.empty((len(Cs), len(folds)))
     for f, (tr, va) in enumerate(folds):
         Xtr = [X[i] for i in tr]
         Xva = [X[i] for i in va]
         Gtr = spec.gram(Xtr)
-        s = np.mean(np.diag(Gtr))
         Kva = spec.gram(Xva, Xtr)
+        if scaling == "trace":
+            s = np.mean(np.diag(Gtr))
+            Gtr, Kva = Gtr / s, Kva / s
+        else:
+            r = np.sqrt(np.diag(Gtr))
+            Gtr = Gtr / r[:, None] / r[None, :]
+            Kva = Kva / np.sqrt(spec.diag(Xva))[:, None] / r[None, :]
         for c, C in enumerate(Cs):
-            svc = SVC(kernel="precomputed", C=C).fit(Gtr / s, y[tr])
-            out[c, f] = np.mean(svc.predict(Kva / s) == y[va])
+            svc = SVC(kernel="precomputed", C=C).fit(Gtr, y[tr])
+            out[c, f] = np.mean(svc.predict(Kva) == y[va])
     return out
 
 
-def test_search_slicing_equals_per_fold_kernels(ragged_task, monkeypatch):
+@pytest.mark.parametrize("scaling", ["trace", "cosine"])
+def test_search_slicing_equals_per_fold_kernels(ragged_task, monkeypatch, scaling):
     """Slicing the training Gram is exactly the per-fold computation, sigma_h > 0
     included (validation-training pairs are never the same sample, spec 3.2), and the
     training Gram is computed once per kernel setting."""
@@ -288,14 +325,15 @@ def test_search_slicing_equals_per_fold_kernels(ragged_task, monkeypatch):
         calls.append(PY is None)
         return original(self, PX, PY, **kw)
     monkeypatch.setattr(RNTKSpec, "_matrix", spy)
-    search = RNTKSearchCV(param_grid, C=Cs, cv=4, random_state=3).fit(X, y)
+    search = RNTKSearchCV(param_grid, C=Cs, cv=4, random_state=3,
+                          kernel_scaling=scaling).fit(X, y)
     assert calls == [True] * 4                   # one training Gram per setting, no more
     assert search.gram_calls_ == 4 and search.n_splits_ == 4
     monkeypatch.setattr(RNTKSpec, "_matrix", original)
     folds = list(StratifiedKFold(4, shuffle=True, random_state=3).split(np.zeros(40), y))
     res = search.cv_results_
     for si, spec in enumerate(grid("RNTK", **param_grid)):
-        ref = _brute_force_cv(X, y, spec, Cs, folds)
+        ref = _brute_force_cv(X, y, spec, Cs, folds, scaling)
         for c in range(len(Cs)):
             row = si * len(Cs) + c
             got = [res[f"split{k}_test_score"][row] for k in range(4)]
@@ -308,7 +346,8 @@ def test_search_slicing_equals_per_fold_kernels(ragged_task, monkeypatch):
     assert res["rank_test_score"][best] == 1
     # refit on the whole training set with the chosen setting
     b = search.best_params_
-    ref = RNTKClassifier(sigma_w=b["sigma_w"], sigma_h=b["sigma_h"], C=b["C"]).fit(X, y)
+    ref = RNTKClassifier(sigma_w=b["sigma_w"], sigma_h=b["sigma_h"], C=b["C"],
+                         kernel_scaling=scaling).fit(X, y)
     np.testing.assert_array_equal(search.predict(Xt), ref.predict(Xt))
     assert isinstance(search.best_estimator_, RNTKClassifier)
     assert search.score(Xt, yt) == ref.score(Xt, yt)
