@@ -302,3 +302,41 @@ def test_recommendation_ragged_lengths_and_overflow():
     assert scores[6.0] == math.inf
     assert rec.kernel.sigma_w == 1.4
     assert rec.profile.shape == (900,)
+
+
+# -- the experiment scripts (smoke runs: they must keep working) -------------------------
+def _script(name):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    if not path.exists():
+        pytest.skip(f"{path} not in this checkout")
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_scripts_quick_runs(tmp_path, capsys):
+    import csv
+
+    pytest.importorskip("matplotlib")
+    _script("sensitivity").main(["--quick", "--T", "12", "--n-pairs", "6",
+                                 "--rec-lengths", "8", "--out", str(tmp_path / "s")])
+    rows = list(csv.DictReader(open(tmp_path / "s" / "sensitivity.csv")))
+    assert {r["activation"] for r in rows} == {"relu", "erf"} and len(rows) == 2 * 13 * 12
+    assert (tmp_path / "s" / "sensitivity.png").stat().st_size > 0
+    _script("dynamics").main(["--quick", "--steps", "20", "--widths", "8", "16",
+                              "--out", str(tmp_path / "d")])
+    rows = list(csv.DictReader(open(tmp_path / "d" / "dynamics.csv")))
+    assert {r["model"] for r in rows} == {"kernel", "kernel_expected", "rnn"}
+    reg = _script("regression")
+    reg.main(["--quick", "--sweeps", "T_var", "--repeats", "1", "--n-train", "40",
+              "--n-test", "30", "--out", str(tmp_path / "r")])
+    rows = list(csv.DictReader(open(tmp_path / "r" / "regression.csv")))
+    assert {r["method"] for r in rows} == set(reg.METHODS)
+    assert {int(r["T_var"]) for r in rows} == {0, 8}
+    assert all(math.isfinite(float(r["snr_db"])) for r in rows)
+    assert "rntk - best padded" in capsys.readouterr().out

@@ -1,0 +1,473 @@
+"""Regression on inputs of different lengths (the paper's Figure 4; spec section 6).
+
+Task: predict the next value of a noisy series from a window of RANDOM length.
+
+Synthetic data (default): one period of a sine sampled at 1000 points plus white
+Gaussian noise of standard deviation ``--noise``. Each example is a window of length
+T uniform in ``[T_fixed - T_var, T_fixed]`` ending at a random position, and its target
+is the next (noisy) sample. Training and test windows are cut from two independent
+noise realisations of the same sine (no test value is ever a training input).
+
+Methods, each kernel ridge regression with the kernel's hyperparameters and the ridge
+chosen together by 5-fold cross-validation on the training set (kernels scaled by the
+mean of their training diagonal, so one ridge grid fits all), then refit on the whole
+training set:
+
+* ``rntk``: the RNTK on the RAW windows (no padding; one layer, su = 1; relu with
+  sw in {1.2, sqrt 2, 1.6}, sb in {0, 0.1, 0.5}, sh in {0, 0.5}, and erf with sw in
+  {1, 1.5, 2}, sb in {0, 0.1, 0.5});
+* ``rbf_*``, ``poly_*``, ``mlp_ntk_*``: RBF, polynomial and MLP-NTK kernels on windows
+  zero-padded to ``T_fixed``, at the END (``*_pad_end``: values first, then zeros) and
+  at the START (``*_pad_start``: zeros first, which aligns the most recent values and
+  is the stronger baseline);
+* ``pts``: predict the previous time step (the window's last value).
+
+Metric: ``SNR = 10 log10( sum y^2 / sum (y - y_hat)^2 )`` dB on the test windows, against
+the observed (noisy) next value (``snr_db``) and against the noise-free one
+(``snr_clean_db``, synthetic only).
+
+Three sweeps (``--sweeps``): SNR against ``T_var`` (noise ``--noise``, ``--n-train``
+windows), against the noise level (``T_var = --sweep-T-var``), and against the training
+set size (same). ``--real`` runs instead the same comparison on a real series, the yearly
+sunspot numbers 1700-2008 shipped with statsmodels (``pip install rntk-numba[bench]``):
+standardised with the training part's mean and std, targets in the first 70 % of the
+years for training, the rest for testing (windows may reach back into the training
+years, as a forecaster's history would), SNR against ``T_var``.
+
+Writes to ``--out`` (default ``results/regression``):
+``regression.csv`` (long format: one row per sweep, method, T_var, noise, n_train and
+repeat, with ``snr_db``, ``snr_clean_db`` and the chosen hyperparameters) and
+``regression.png``; with ``--real``: ``regression_real.csv`` and ``regression_real.png``.
+Prints mean +- std tables.
+
+Examples::
+
+    python scripts/regression.py --out results/regression
+    python scripts/regression.py --real --out results/regression
+    python scripts/regression.py --quick --out /tmp/regression
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+from rntk_numba import RNTK, gram
+from rntk_numba.baselines import mlp_ntk
+
+#: Method order of the tables and plots.
+KERNELS = ("rbf", "poly", "mlp_ntk")
+SIDES = ("end", "start")
+METHODS = ("rntk",) + tuple(f"{k}_pad_{s}" for s in SIDES for k in KERNELS) + ("pts",)
+COLUMNS = ["sweep", "method", "T_var", "noise", "n_train", "repeat", "snr_db",
+           "snr_clean_db", "params"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="results/regression", help="output directory")
+    p.add_argument("--real", action="store_true",
+                   help="run the sunspots experiment instead of the synthetic one")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run")
+    p.add_argument("--sweeps", nargs="+", default=["T_var", "noise", "n_train"],
+                   choices=["T_var", "noise", "n_train"])
+    p.add_argument("--T-fixed", type=int, default=None,
+                   help="longest window (default 10 synthetic, 20 sunspots)")
+    p.add_argument("--T-vars", type=int, nargs="+", default=None,
+                   help="T_var values (default 0 2 4 6 8; sunspots 0 4 8 12 16)")
+    p.add_argument("--noise", type=float, default=0.1, help="noise std (synthetic)")
+    p.add_argument("--noises", type=float, nargs="+",
+                   default=[0.02, 0.05, 0.1, 0.2, 0.4], help="noise sweep")
+    p.add_argument("--n-train", type=int, default=200, help="training windows")
+    p.add_argument("--n-trains", type=int, nargs="+", default=[50, 100, 200, 400],
+                   help="training-set-size sweep")
+    p.add_argument("--n-test", type=int, default=300, help="test windows")
+    p.add_argument("--sweep-T-var", type=int, default=6,
+                   help="T_var of the noise and training-size sweeps")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-jobs", type=int, default=None)
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--replot", action="store_true",
+                   help="only re-read the CSV in --out and redo the tables and PNGs")
+    args = p.parse_args(argv)
+    if args.T_fixed is None:
+        args.T_fixed = 20 if args.real else 10
+    if args.T_vars is None:
+        args.T_vars = [0, 4, 8, 12, 16] if args.real else [0, 2, 4, 6, 8]
+    if args.quick:
+        args.repeats = min(args.repeats, 2)
+        args.T_vars = sorted({args.T_vars[0], args.T_vars[-1]})
+        args.noises = [args.noise]
+        args.n_trains = [min(args.n_trains)]
+        args.n_train = min(args.n_train, 100)
+        args.n_test = min(args.n_test, 100)
+    if args.T_fixed < 2 or min(args.T_vars) < 0 or max(args.T_vars) >= args.T_fixed:
+        raise SystemExit("regression.py: need T_fixed >= 2 and 0 <= T_var < T_fixed")
+    if args.repeats < 1 or args.folds < 2:
+        raise SystemExit("regression.py: need --repeats >= 1 and --folds >= 2")
+    return args
+
+
+# -- data ------------------------------------------------------------------------------
+def sine(n=1000):
+    return np.sin(2.0 * np.pi * np.arange(n) / n)
+
+
+def cut_windows(series, clean, ends, lengths):
+    """Windows ``series[e - T : e]`` and targets ``series[e]`` (and ``clean[e]``)."""
+    X = [series[e - T:e].copy() for e, T in zip(ends, lengths)]
+    return X, series[ends].copy(), clean[ends].copy()
+
+
+def synthetic_split(T_fixed, T_var, noise, n_train, n_test, rng):
+    clean = sine()
+    out = []
+    for n in (n_train, n_test):
+        noisy = clean + noise * rng.standard_normal(clean.size)
+        ends = rng.integers(T_fixed, clean.size, size=n)
+        lengths = rng.integers(T_fixed - T_var, T_fixed + 1, size=n)
+        out.append(cut_windows(noisy, clean, ends, lengths))
+    return out
+
+
+def load_sunspots():
+    try:
+        import statsmodels.api as sm
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise SystemExit("regression.py --real needs statsmodels (the sunspots data "
+                         "ship with it): pip install 'rntk-numba[bench]'") from exc
+    df = sm.datasets.sunspots.load_pandas().data
+    return df["YEAR"].to_numpy(), df["SUNACTIVITY"].to_numpy(dtype=np.float64)
+
+
+def real_split(values, T_fixed, T_var, rng, train_fraction=0.7):
+    n = values.size
+    cut = int(round(train_fraction * n))
+    mu, sd = values[:cut].mean(), values[:cut].std()
+    z = (values - mu) / sd
+    out = []
+    for ends in (np.arange(T_fixed, cut), np.arange(cut, n)):
+        lengths = rng.integers(T_fixed - T_var, T_fixed + 1, size=ends.size)
+        out.append(cut_windows(z, z, ends, lengths))
+    return out, cut
+
+
+def padded(X, T_fixed, side):
+    A = np.zeros((len(X), T_fixed))
+    for i, x in enumerate(X):
+        if side == "end":
+            A[i, :x.size] = x
+        else:
+            A[i, T_fixed - x.size:] = x
+    return A
+
+
+# -- kernels ---------------------------------------------------------------------------
+def rntk_grid():
+    """One layer, su = 1: relu with sw near sqrt(2) (18 settings) and erf (9)."""
+    relu = [RNTK(sigma_w=w, sigma_u=1.0, sigma_b=b, sigma_h=h)
+            for w in (1.2, math.sqrt(2.0), 1.6) for b in (0.0, 0.1, 0.5)
+            for h in (0.0, 0.5)]
+    erf = [RNTK(sigma_w=w, sigma_u=1.0, sigma_b=b, activation="erf")
+           for w in (1.0, 1.5, 2.0) for b in (0.0, 0.1, 0.5)]
+    return relu + erf
+
+
+def _rbf(A, B, gamma):
+    d2 = (np.sum(A * A, 1)[:, None] + np.sum(B * B, 1)[None, :] - 2.0 * A @ B.T)
+    return np.exp(-gamma * np.maximum(d2, 0.0))
+
+
+def candidates(method, Xtr, Xte, T_fixed, n_jobs):
+    """Yield (params, K_train, K_test_train) for every kernel setting of a method."""
+    if method == "rntk":
+        for k in rntk_grid():
+            yield ({"activation": k.activation, "sigma_w": round(k.sigma_w, 4),
+                    "sigma_b": k.sigma_b, "sigma_h": k.sigma_h},
+                   gram(Xtr, kernel=k, n_jobs=n_jobs),
+                   gram(Xte, Xtr, kernel=k, n_jobs=n_jobs))
+        return
+    name, side = method.rsplit("_pad_", 1)
+    A, B = padded(Xtr, T_fixed, side), padded(Xte, T_fixed, side)
+    d = A.shape[1]
+    if name == "rbf":
+        for g in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0):
+            yield {"gamma_d": g}, _rbf(A, A, g / d), _rbf(B, A, g / d)
+    elif name == "poly":
+        for deg in (1, 2, 3, 4):
+            yield ({"degree": deg}, (A @ A.T / d + 1.0) ** deg, (B @ A.T / d + 1.0) ** deg)
+    elif name == "mlp_ntk":
+        for L in (1, 2, 3):
+            for sb in (0.0, 0.1, 0.5):
+                kw = dict(n_layers=L, sigma_w=math.sqrt(2.0), sigma_b=sb)
+                yield {"n_layers": L, "sigma_b": sb}, mlp_ntk(A, **kw), mlp_ntk(B, A, **kw)
+    else:  # pragma: no cover
+        raise ValueError(method)
+
+
+ALPHAS = 10.0 ** np.arange(-6, 1.01, 1.0)
+
+
+def _ridge_fits(K, Kc, y, alphas):
+    """Predictions K_c (K + a I)^-1 y for every alpha, from one eigendecomposition."""
+    mu, Q = np.linalg.eigh(K)
+    mu = np.maximum(mu, 0.0)
+    c = Q.T @ y
+    KcQ = Kc @ Q
+    return np.stack([KcQ @ (c / (mu + a)) for a in alphas])
+
+
+def cv_fit_predict(cands, y, folds, alphas=ALPHAS):
+    """Pick (kernel setting, ridge) by K-fold CV (mean squared error), refit on all the
+    training windows, predict the test windows. Returns (prediction, params)."""
+    best = (math.inf, None, None, None)
+    ym = y.mean()
+    yc = y - ym
+    for params, K, Kt in cands:
+        scale = float(np.mean(np.diag(K)))
+        if not (np.isfinite(K).all() and np.isfinite(Kt).all() and scale > 0):
+            continue
+        K, Kt = K / scale, Kt / scale
+        err = np.zeros(len(alphas))
+        for tr, va in folds:
+            pred = _ridge_fits(K[np.ix_(tr, tr)], K[np.ix_(va, tr)], yc[tr], alphas)
+            err += ((pred - yc[va]) ** 2).sum(axis=1)
+        j = int(np.argmin(err))
+        if err[j] < best[0]:
+            best = (err[j], params, alphas[j], (K, Kt))
+    _, params, alpha, (K, Kt) = best
+    pred = _ridge_fits(K, Kt, yc, [alpha])[0] + ym
+    return pred, dict(params, alpha=float(alpha))
+
+
+def snr_db(y, yhat):
+    return float(10.0 * np.log10(np.sum(y ** 2) / np.sum((y - yhat) ** 2)))
+
+
+def evaluate(train, test, T_fixed, folds, n_jobs):
+    """SNRs of every method on one split. Returns {method: (snr, snr_clean, params)}."""
+    Xtr, ytr, _ = train
+    Xte, yte, cte = test
+    out = {}
+    for method in METHODS:
+        if method == "pts":
+            pred, params = np.array([x[-1] for x in Xte]), {}
+        else:
+            pred, params = cv_fit_predict(candidates(method, Xtr, Xte, T_fixed, n_jobs),
+                                          ytr, folds)
+        out[method] = (snr_db(yte, pred), snr_db(cte, pred), params)
+    return out
+
+
+def kfold(n, k, rng):
+    perm = rng.permutation(n)
+    parts = np.array_split(perm, k)
+    return [(np.sort(np.concatenate(parts[:i] + parts[i + 1:])), np.sort(parts[i]))
+            for i in range(k)]
+
+
+# -- experiments -----------------------------------------------------------------------
+def run_synthetic(args):
+    settings = []
+    if "T_var" in args.sweeps:
+        settings += [("T_var", tv, args.noise, args.n_train) for tv in args.T_vars]
+    if "noise" in args.sweeps:
+        settings += [("noise", args.sweep_T_var, s, args.n_train) for s in args.noises]
+    if "n_train" in args.sweeps:
+        settings += [("n_train", args.sweep_T_var, args.noise, n) for n in args.n_trains]
+    rows = []
+    for sweep, tv, noise, n_train in settings:
+        t0 = time.perf_counter()
+        for rep in range(args.repeats):
+            rng = np.random.default_rng([args.seed, rep, tv, int(noise * 1e6), n_train])
+            train, test = synthetic_split(args.T_fixed, tv, noise, n_train, args.n_test,
+                                          rng)
+            folds = kfold(n_train, args.folds, rng)
+            for method, (s, sc, params) in evaluate(train, test, args.T_fixed, folds,
+                                                    args.n_jobs).items():
+                rows.append({"sweep": sweep, "method": method, "T_var": tv,
+                             "noise": noise, "n_train": n_train, "repeat": rep,
+                             "snr_db": s, "snr_clean_db": sc,
+                             "params": json.dumps(params, sort_keys=True)})
+        print(f"  {sweep:8s} T_var={tv:<3d} noise={noise:<5g} n_train={n_train:<4d} "
+              f"{time.perf_counter() - t0:6.1f} s", flush=True)
+    return rows
+
+
+def run_real(args):
+    years, values = load_sunspots()
+    rows = []
+    for tv in args.T_vars:
+        t0 = time.perf_counter()
+        for rep in range(args.repeats):
+            rng = np.random.default_rng([args.seed, rep, tv, 7])
+            (train, test), cut = real_split(values, args.T_fixed, tv, rng)
+            folds = kfold(len(train[0]), args.folds, rng)
+            for method, (s, _, params) in evaluate(train, test, args.T_fixed, folds,
+                                                   args.n_jobs).items():
+                rows.append({"sweep": "sunspots", "method": method, "T_var": tv,
+                             "noise": "", "n_train": len(train[0]), "repeat": rep,
+                             "snr_db": s, "snr_clean_db": "",
+                             "params": json.dumps(params, sort_keys=True)})
+        print(f"  sunspots T_var={tv:<3d} train {int(years[0])}-{int(years[cut - 1])} "
+              f"test {int(years[cut])}-{int(years[-1])} "
+              f"{time.perf_counter() - t0:6.1f} s", flush=True)
+    return rows
+
+
+# -- output ----------------------------------------------------------------------------
+def write_csv(rows, path):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
+                        for c in COLUMNS})
+
+
+def read_csv(path):
+    rows = []
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            for c in ("T_var", "n_train", "repeat"):
+                r[c] = int(r[c])
+            for c in ("noise", "snr_db", "snr_clean_db"):
+                r[c] = float(r[c]) if r[c] != "" else ""
+            rows.append(r)
+    return rows
+
+
+def summarise(rows, sweep, x, metric="snr_db"):
+    """{method: (xs, means, stds)} of one sweep."""
+    sub = [r for r in rows if r["sweep"] == sweep]
+    xs = sorted({r[x] for r in sub})
+    out = {}
+    for m in METHODS:
+        vals = [[r[metric] for r in sub if r["method"] == m and r[x] == v] for v in xs]
+        out[m] = (xs, [float(np.mean(v)) for v in vals],
+                  [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in vals])
+    return out
+
+
+def print_tables(rows, sweeps, metrics):
+    for sweep, x in sweeps:
+        if not any(r["sweep"] == sweep for r in rows):
+            continue
+        for metric in metrics:
+            s = summarise(rows, sweep, x, metric)
+            xs = s[METHODS[0]][0]
+            print(f"\n{metric} (mean +- std over repeats) against {x} [{sweep} sweep]")
+            print(f"{'method':18s}" + "".join(f"{x}={v:<10g}" if x != "n_train" else
+                                              f"n={v:<12d}" for v in xs))
+            for m in METHODS:
+                _, mu, sd = s[m]
+                print(f"{m:18s}" + "".join(f"{a:6.2f}+-{b:<5.2f}  " for a, b in zip(mu, sd)))
+            # the issue's target: RNTK above every padded kernel
+            padded_best = [max(s[m][1][i] for m in METHODS if "_pad_" in m)
+                           for i in range(len(xs))]
+            lead = [s["rntk"][1][i] - padded_best[i] for i in range(len(xs))]
+            print(f"{'rntk - best padded':18s}" + "".join(f"{v:+7.2f}        " for v in lead))
+            # paired: in how many repeats the RNTK beats EVERY padded kernel
+            wins = []
+            for v in xs:
+                by_rep = {}
+                for r in rows:
+                    if r["sweep"] == sweep and r[x] == v:
+                        by_rep.setdefault(r["repeat"], {})[r["method"]] = r[metric]
+                wins.append((sum(d["rntk"] > max(d[m] for m in d if "_pad_" in m)
+                                 for d in by_rep.values()), len(by_rep)))
+            print(f"{'rntk wins, paired':18s}" + "".join(f"{a:>4d}/{b:<11d}" for a, b in wins))
+
+
+def plot(rows, panels, path, title, metric="snr_db"):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(s, x, lab) for s, x, lab in panels if any(r["sweep"] == s for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.2),
+                             squeeze=False)
+    colours = {"rntk": "C3", "rbf": "C0", "poly": "C2", "mlp_ntk": "C1", "pts": "0.4"}
+    for ax, (sweep, x, label) in zip(axes[0], panels):
+        s = summarise(rows, sweep, x, metric)
+        for m in METHODS:
+            xs, mu, sd = s[m]
+            base = m.split("_pad_")[0]
+            style = "--" if m.endswith("_pad_start") else "-"
+            ax.errorbar(xs, mu, yerr=sd, capsize=3, marker="o", ms=4, ls=style,
+                        color=colours[base], lw=2.2 if m == "rntk" else 1.2,
+                        label=m.replace("_", " "))
+        if x in ("noise", "n_train"):
+            xs = s[METHODS[0]][0]
+            ax.set_xscale("log")
+            ax.set_xticks(xs)
+            ax.set_xticklabels([f"{v:g}" for v in xs])
+            ax.minorticks_off()
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"test {metric.replace('_db', '')} (dB)")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.perf_counter()
+    name = "regression_real" if args.real else "regression"
+    csv_path = os.path.join(args.out, f"{name}.csv")
+    if args.replot:
+        rows = read_csv(csv_path)
+        args.repeats = len({r["repeat"] for r in rows})
+        first = {r["sweep"]: r for r in reversed(rows)}        # settings for the labels
+        if "T_var" in first:
+            args.noise, args.n_train = first["T_var"]["noise"], first["T_var"]["n_train"]
+        for sw in ("noise", "n_train"):
+            if sw in first:
+                args.sweep_T_var = first[sw]["T_var"]
+    elif args.real:
+        rows = run_real(args)
+    else:
+        rows = run_synthetic(args)
+    if args.real:
+        print_tables(rows, [("sunspots", "T_var")], ["snr_db"])
+        panels = [("sunspots", "T_var", r"$T_{var}$ (window lengths in "
+                   rf"$[{args.T_fixed} - T_{{var}}, {args.T_fixed}]$)")]
+        title = ("Yearly sunspots (statsmodels), next-year prediction; train on "
+                 f"the first 70 % of the years, test on the rest; {args.repeats} repeats")
+    else:
+        sweeps = [("T_var", "T_var"), ("noise", "noise"), ("n_train", "n_train")]
+        print_tables(rows, sweeps, ["snr_db", "snr_clean_db"])
+        panels = [("T_var", "T_var", r"$T_{var}$" + f" (noise {args.noise:g}, "
+                   f"n_train {args.n_train})"),
+                  ("noise", "noise", f"noise std (T_var {args.sweep_T_var})"),
+                  ("n_train", "n_train", f"training windows (T_var {args.sweep_T_var})")]
+        title = (f"Sine + noise, next-value prediction from windows of length in "
+                 f"[{args.T_fixed} - T_var, {args.T_fixed}]; SNR vs the noisy target; "
+                 f"mean +- std over {args.repeats} repeats")
+    if not args.replot:
+        write_csv(rows, csv_path)
+    if not args.no_plot:
+        plot(rows, panels, os.path.join(args.out, f"{name}.png"), title)
+        if not args.real:
+            plot(rows, panels, os.path.join(args.out, f"{name}_clean.png"),
+                 title.replace("vs the noisy target", "vs the noise-free target"),
+                 metric="snr_clean_db")
+    print(f"\nwrote {args.out}/{name}.csv" + ("" if args.no_plot else " and PNG")
+          + f" in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
