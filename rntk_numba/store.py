@@ -1,0 +1,1809 @@
+"""The on-disk Gram store: every Gram matrix a one-time cost.
+
+A hyperparameter search asks for the same Gram matrices again and again (every CV fold,
+every C, every rerun). ``GramStore`` keeps them in a directory of HDF5 files and makes
+them survive what a long batch job meets: ``kill -9``, a full disk, two jobs on the same
+data, a power cut in the middle of a write.
+
+Use
+---
+>>> from rntk_numba import RNTK, GramStore, gram                     # doctest: +SKIP
+>>> store = GramStore("cache")                                       # doctest: +SKIP
+>>> K = gram(X, kernel=RNTK(), cache=store)      # computed once, then read back
+>>> K_fold = store.gram_subset(X, train_idx, kernel=RNTK())  # CV folds: slices
+
+``gram(..., cache="some/dir")`` and ``cache=True`` (the default directory, see
+:func:`default_cache_dir`) work too.
+
+What an entry is
+----------------
+One entry holds BOTH kernels of one (kernel, data) pair -- the NTK and the NNGP come
+from the same walk, so storing both costs no extra computation; ``kind`` only selects
+the dataset(s) returned. The key is a hash of
+
+* ``kernel.canonical`` (every hyperparameter, floats in exact hex form),
+* ``rntk_numba.params.FORMULA_VERSION`` (bumped when the mathematics or numerics
+  change, so that no matrix of an older formula is ever served),
+* the fingerprints of X and Y (number of channels, lengths, float64 bytes; see
+  ``PackedSequences.fingerprint``), and
+* the mode: ``"sym"`` for ``gram(X)`` (diagonal = same sample, spec 3.2) or
+  ``"cross"`` for ``gram(X, Y)`` -- so ``gram(X)`` and ``gram(X, X)`` are different
+  entries, as they are different matrices when ``sigma_h > 0``.
+
+Equal inputs hit (a list or a padded array of the same series, any integer or float
+dtype of the same values); any change of a value, a length or a hyperparameter misses.
+
+Files in the store directory, per key::
+
+    <key>.h5          a complete entry; appears only by an atomic rename, never changes
+    <key>.json        human-readable metadata (informative; the .h5 attributes rule)
+    <key>.partial.h5  an entry being computed: tiles are written as they finish
+    <key>.journal     its tile plan and one checksummed line per finished tile
+    <key>.lock        the per-key writer lock (fcntl.flock)
+
+A complete file has two float64 datasets ``ntk`` and ``nngp`` of the full (N, M) matrix
+(a symmetric Gram is materialised, both triangles, so any slice reads directly), stored
+contiguously, plus ``crc_ntk`` / ``crc_nngp``: CRC-32 checksums of row bands of about
+1 MiB, the lengths and fingerprints of the data, per-series fingerprints (for subset
+look-ups), the tile plan, and attributes: hyperparameters, shapes, creation time,
+engine and library versions, compute time. HDF5 metadata is checksummed as well
+(HDF5 1.8 file format: superblock v2, object headers v2).
+
+Guarantees
+----------
+* Resume: the tile plan is stored with the partial entry when it is created and reused
+  on resume (whatever ``tile_size`` the resuming call passes). A resumed computation
+  computes only the tiles the journal lists as missing; each journaled tile is read
+  back and checked against its checksum first (a mismatch is recomputed). Every matrix
+  entry is computed independently of the tiling, so the result is bit-identical to an
+  uninterrupted computation.
+* Crash safety: a ``<key>.h5`` only ever comes from renaming a partial file after it
+  was completed, checksummed, flushed and fsync-ed (``durable=True``, the default; the
+  directory is fsync-ed after the rename). A process killed at any instant leaves at
+  most a partial entry, which the next call resumes or, if unreadable, restarts.
+* Corruption: every read of a complete entry checks the row-band checksums of what it
+  reads (out-of-core handles check each band the first time they touch it). A file
+  that cannot be opened (truncated, damaged metadata), or whose checksums do not match,
+  is never served: :meth:`GramStore.gram` warns (``CacheWarning``), removes it and
+  recomputes; an out-of-core handle raises ``CorruptEntryError`` and removes the file,
+  so the next call recomputes.
+* Concurrency: any number of readers (complete files are immutable and read without a
+  lock). Writers of one key serialise on ``<key>.lock``; the second process waits, then
+  finds the entry complete and reads it: the work is done once. A process that
+  finished waiting re-checks the lock file's identity, so housekeeping may delete lock
+  files safely. HDF5's own file locking is not used (it fails on some network file
+  systems, and no HDF5 file is ever opened for writing by two processes here).
+* Disk full / read-only directory: the store warns (``CacheWarning``) and the computed
+  matrix is still returned when it fits in memory; otherwise (out of core) an
+  ``OSError`` says what is missing. A partial entry left behind never looks complete.
+
+Sub-matrices and out-of-core
+----------------------------
+:meth:`GramStore.gram_subset` answers ``G[rows][:, cols]`` of the symmetric Gram of a
+full set from the store (computing the full Gram once if absent) -- what CV folds
+need: ``gram_subset(X, tr, kernel=k)`` is the training Gram of a fold and
+``gram_subset(X, te, tr, kernel=k)`` its test-vs-train kernel, both bit-identical to
+``gram(X[tr])`` and ``gram(X[te], X[tr])`` when ``te`` and ``tr`` are disjoint.
+:meth:`GramStore.lookup` / :meth:`GramStore.ensure` return a :class:`GramEntry` for
+repeated slicing without reopening. As a convenience ``gram(X_sub, cache=store)`` also
+hits when ``X_sub`` (and ``Y_sub``) are series of a cached symmetric entry of the same
+kernel (matched by per-series fingerprints; rows and columns must be distinct samples).
+
+A Gram whose two kernels would not fit in ``memory_budget`` (default: half the
+physical memory), or any Gram with ``out_of_core=True``, is written tile by tile and
+returned as a :class:`GramArray`: a read-only handle on the on-disk dataset with
+``.shape``, NumPy-style ``[...]`` indexing (rows are cheap, columns read whole row
+bands), ``take(rows, cols)``, ``read()`` and ``close()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+import warnings
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from . import params
+from ._version import __version__
+from .engine import default_n_jobs, prepare, run_tiles
+from .gram import _check_args, pack_pair
+from .params import RNTK
+from .sequences import PackedSequences
+from .tiles import Tile
+
+try:  # POSIX advisory locks; see _KeyLock for the fallback
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = ["GramStore", "GramEntry", "GramArray", "CacheWarning", "CorruptEntryError",
+           "as_store", "default_cache_dir", "register", "STORE_FORMAT"]
+
+#: Version of the on-disk layout (entries of another format are recomputed).
+STORE_FORMAT = 1
+#: Target size of a checksummed row band.
+BAND_BYTES = 1 << 20
+#: HDF5 file-format bounds: the 1.8 format (superblock v2 and object headers v2, both
+#: checksummed; no SWMR "open for write" flag, which a killed writer would leave set
+#: and which would make its partial file unopenable), readable by HDF5 >= 1.8.
+_LIBVER = ("v108", "v108")
+_KINDS = ("ntk", "nngp")
+
+
+class CacheWarning(UserWarning):
+    """The store could not do something (write, remove, lock) but the result is valid."""
+
+
+class CorruptEntryError(OSError):
+    """A stored entry failed its integrity checks (it is removed, never served)."""
+
+
+def _h5py():
+    import h5py
+    return h5py
+
+
+def default_cache_dir() -> Path:
+    """``$RNTK_CACHE_DIR`` if set, else ``cache/`` in the current working directory."""
+    env = os.environ.get("RNTK_CACHE_DIR")
+    return Path(env) if env else Path.cwd() / "cache"
+
+
+def as_store(cache) -> "GramStore":
+    """A ``GramStore`` from what ``gram(..., cache=...)`` accepts: a store, a directory
+    (str or path-like), or ``True`` for :func:`default_cache_dir`."""
+    if isinstance(cache, GramStore):
+        return cache
+    if cache is True:
+        return GramStore()
+    if isinstance(cache, (str, os.PathLike)):
+        return GramStore(cache)
+    raise TypeError(f"cache must be a GramStore, a directory path or True, "
+                    f"got {type(cache).__name__}")
+
+
+# -- small helpers ------------------------------------------------------------------------
+
+def _band_rows(n_cols: int) -> int:
+    return max(1, BAND_BYTES // (8 * max(1, n_cols)))
+
+
+def _band_crcs(a: np.ndarray, band_rows: int) -> np.ndarray:
+    """CRC-32 of each row band of a C-contiguous 2-D array (zlib releases the GIL, so
+    large arrays are checksummed by two threads)."""
+    starts = range(0, a.shape[0], band_rows)
+    if a.nbytes < (32 << 20):
+        return np.array([zlib.crc32(a[s:s + band_rows]) for s in starts], dtype=np.uint32)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as ex:
+        return np.array(list(ex.map(lambda s: zlib.crc32(a[s:s + band_rows]), starts)),
+                        dtype=np.uint32)
+
+
+def series_fingerprints(P: PackedSequences) -> np.ndarray:
+    """(N, 16) uint8: a 128-bit hash per series (channels, length, float64 bytes)."""
+    out = np.empty((P.n, 16), dtype=np.uint8)
+    m = np.int64(P.m).tobytes()
+    for i in range(P.n):
+        s = np.ascontiguousarray(P.series(i), dtype="<f8")
+        h = hashlib.blake2b(m + np.int64(s.shape[0]).tobytes(), digest_size=16)
+        h.update(s)
+        out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
+    return out
+
+
+def _fsync_path(path, directory=False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # pragma: no cover - e.g. directories on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse directory fsync
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _unlink(path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _attr_str(attrs, name: str) -> str:
+    v = attrs[name]
+    return v.decode() if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+def _fixed(text: str) -> np.bytes_:
+    """A fixed-length string attribute: stored inside the (checksummed) object header,
+    unlike h5py's default variable-length strings (global heap, not checksummed)."""
+    return np.bytes_(text.encode())
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n}"  # pragma: no cover
+
+
+def _parse_bytes(text: str) -> int:
+    """'1000', '500K', '1.5G', '2GB', '3GiB' -> bytes (K/M/G/T are powers of 1024)."""
+    s = str(text).strip().upper().replace("IB", "").rstrip("B")
+    mult = 1
+    if s and s[-1] in "KMGT":
+        mult = 1024 ** ("KMGT".index(s[-1]) + 1)
+        s = s[:-1]
+    try:
+        value = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (examples: 1000000, 500M, 2G)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"size must be >= 0, got {text!r}")
+    return int(value * mult)
+
+
+def _kernel_short(d: dict) -> str:
+    try:
+        return (f"{d['activation']} L={d['n_layers']} sw={d['sigma_w']:.4g} "
+                f"su={d['sigma_u']:.4g} sb={d['sigma_b']:.4g} sh={d['sigma_h']:.4g} "
+                f"sv={d['sigma_v']:.4g}")
+    except (KeyError, TypeError, ValueError):
+        return "?"
+
+
+def _now_iso(t=None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+
+
+def _as_index(idx, n: int, what: str) -> np.ndarray:
+    """A 1-D int64 index array from ints / a boolean mask, checked against n."""
+    a = np.asarray(idx)
+    if a.dtype == bool:
+        if a.shape != (n,):
+            raise IndexError(f"{what}: boolean mask has shape {a.shape}, expected ({n},)")
+        return np.flatnonzero(a)
+    if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+        raise IndexError(f"{what}: expected a 1-D array of integer indices or a boolean "
+                         f"mask, got shape {a.shape} dtype {a.dtype}")
+    a = a.astype(np.int64)
+    bad = (a < -n) | (a >= n)
+    if bad.any():
+        raise IndexError(f"{what}: index {int(a[np.argmax(bad)])} is out of range for "
+                         f"{n} series")
+    return np.where(a < 0, a + n, a)
+
+
+# -- reading complete entries ---------------------------------------------------------------
+
+class GramArray:
+    """Read-only handle on one stored kernel matrix (an out-of-core Gram).
+
+    Behaves like a read-only 2-D float64 array for indexing: ``G[i]``, ``G[i, j]``,
+    ``G[a:b]``, ``G[rows]``, ``G[rows, cols]``, ``G[:, cols]`` (NumPy semantics; rows
+    are read in checksummed bands of about 1 MiB, so selecting columns reads whole
+    rows). ``take(rows, cols)`` is ``G[rows][:, cols]``; ``read()`` / ``np.asarray(G)``
+    load everything. Every band is verified against its CRC-32 the first time it is
+    read: a mismatch raises :class:`CorruptEntryError` and removes the file, so the next
+    ``GramStore.gram`` recomputes it. Close it (or use ``with``) to release the file.
+    """
+
+    def __init__(self, entry: "GramEntry", kind: str, owns_entry: bool = False):
+        self._entry = entry
+        self._owns = owns_entry
+        self.kind = kind
+        self._ds = entry._file[kind]
+        self.shape = tuple(int(s) for s in self._ds.shape)
+        self.dtype = np.dtype(np.float64)
+        self._crc = entry._crcs[kind]
+        self._band = entry.band_rows
+        self._verified = np.zeros(self._crc.size, dtype=bool)
+
+    # array-like basics
+    ndim = 2
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * self.size
+
+    @property
+    def path(self) -> Path:
+        return self._entry.path
+
+    @property
+    def key(self) -> str:
+        return self._entry.key
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"GramArray(kind={self.kind!r}, shape={self.shape}, "
+                f"key={self.key[:12]}, path={str(self.path)!r})")
+
+    def close(self) -> None:
+        if self._owns:
+            self._entry.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _rows_of(self, b: int) -> str:
+        return f"rows {b * self._band}..{min(self.shape[0], (b + 1) * self._band) - 1}"
+
+    def _check_band(self, b: int, data: np.ndarray) -> None:
+        if zlib.crc32(np.ascontiguousarray(data)) != int(self._crc[b]):
+            self._entry._corrupt(f"checksum mismatch in {self.kind} {self._rows_of(b)}")
+        self._verified[b] = True
+
+    def _read_band(self, b: int) -> np.ndarray:
+        r0, r1 = b * self._band, min(self.shape[0], (b + 1) * self._band)
+        try:
+            data = self._ds[r0:r1]
+        except (OSError, RuntimeError, ValueError) as exc:
+            self._entry._corrupt(f"cannot read {self.kind} rows {r0}..{r1 - 1}: {exc}")
+        if not self._verified[b]:
+            self._check_band(b, data)
+        return data
+
+    def read(self) -> np.ndarray:
+        """The whole matrix as an in-memory array (every band verified)."""
+        out = np.empty(self.shape)
+        try:
+            self._ds.read_direct(out)
+        except (OSError, RuntimeError, ValueError) as exc:
+            self._entry._corrupt(f"cannot read {self.kind}: {exc}")
+        crcs = _band_crcs(out, self._band)
+        bad = np.flatnonzero(crcs != self._crc)
+        if bad.size:
+            b = int(bad[0])
+            self._entry._corrupt(f"checksum mismatch in {self.kind} {self._rows_of(b)} "
+                                 f"({bad.size} band(s))")
+        self._verified[:] = True
+        return out
+
+    def verify(self) -> None:
+        """Check every band (reading one band at a time); raises CorruptEntryError."""
+        for b in range(self._crc.size):
+            r0, r1 = b * self._band, min(self.shape[0], (b + 1) * self._band)
+            try:
+                data = self._ds[r0:r1]
+            except (OSError, RuntimeError, ValueError) as exc:
+                self._entry._corrupt(f"cannot read {self.kind} rows {r0}..{r1 - 1}: {exc}")
+            self._check_band(b, data)
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (sorted, unique int64) as an array (len(rows), n_cols)."""
+        out = np.empty((rows.size, self.shape[1]))
+        bands = rows // self._band
+        ub, starts = np.unique(bands, return_index=True)
+        ends = np.append(starts[1:], rows.size)
+        for b, s, e in zip(ub.tolist(), starts.tolist(), ends.tolist()):
+            data = self._read_band(b)
+            out[s:e] = data[rows[s:e] - b * self._band]
+        return out
+
+    def take(self, rows, cols=None) -> np.ndarray:
+        """``G[rows][:, cols]`` (``cols=None``: the same as rows) as an in-memory array."""
+        r = _as_index(rows, self.shape[0], "rows")
+        c = r if cols is None else _as_index(cols, self.shape[1], "cols")
+        u, inv = np.unique(r, return_inverse=True)
+        return self._rows(u)[inv][:, c]
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        if len(key) > 2 or any(k is None or k is Ellipsis for k in key):
+            raise IndexError("GramArray supports G[rows] and G[rows, cols] "
+                             "(ints, slices, integer arrays, boolean masks)")
+        rkey = key[0]
+        ckey = key[1] if len(key) == 2 else slice(None)
+        n = self.shape[0]
+        if isinstance(rkey, (int, np.integer)):
+            i = int(rkey)
+            if not -n <= i < n:
+                raise IndexError(f"row index {i} is out of range for {n} rows")
+            return self._rows(np.array([i % n]))[0][ckey]
+        sel = np.arange(n)[rkey]            # NumPy's own rules for slices / arrays / masks
+        u, inv = np.unique(sel.ravel(), return_inverse=True)
+        block = self._rows(u.astype(np.int64))
+        inv = inv.reshape(sel.shape)
+        if isinstance(rkey, slice):
+            return block[inv][:, ckey]
+        return block[inv, ckey]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.read()
+        return a if dtype is None else a.astype(dtype)
+
+
+class GramEntry:
+    """An opened, complete store entry (both kernels of one (kernel, data) pair).
+
+    Attributes
+    ----------
+    key : str
+    path : Path
+    meta : dict -- hyperparameters, shapes, creation time, versions, compute time
+    shape : (n_rows, n_cols)
+    symmetric : bool -- ``gram(X)`` (True) or ``gram(X, Y)`` (False)
+    kernel : RNTK
+
+    ``array(kind)`` gives a lazily verified :class:`GramArray`, ``read(kind)`` an
+    in-memory array (``kind="both"``: a tuple), ``take(rows, cols, kind)`` a verified
+    sub-matrix. Opening checks the format, the completeness mark, the key and the
+    shapes; a file that fails raises :class:`CorruptEntryError`.
+    """
+
+    def __init__(self, path, key: str | None = None, *, on_corrupt=None):
+        self.path = Path(path)
+        self._on_corrupt = on_corrupt
+        self._file = None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise
+        self._ino = (st.st_dev, st.st_ino)
+        self.bytes = st.st_size
+        try:
+            self._file = _h5py().File(self.path, "r", locking=False)
+            f = self._file
+            a = f.attrs
+            if int(a["format"]) != STORE_FORMAT:
+                raise ValueError(f"store format {int(a['format'])}, expected {STORE_FORMAT}")
+            if not bool(a["complete"]):
+                raise ValueError("not marked complete")
+            self.key = _attr_str(a, "key")
+            if key is not None and self.key != key:
+                raise ValueError(f"holds key {self.key}, expected {key}")
+            self.meta = json.loads(_attr_str(a, "meta"))
+            self.shape = tuple(int(s) for s in self.meta["shape"])
+            self.symmetric = self.meta["mode"] == "sym"
+            self.band_rows = int(self.meta["band_rows"])
+            n_bands = -(-self.shape[0] // self.band_rows)
+            self._crcs = {}
+            for kind in _KINDS:
+                ds = f[kind]
+                if tuple(ds.shape) != self.shape or ds.dtype != np.float64:
+                    raise ValueError(f"dataset {kind} has shape {ds.shape} dtype "
+                                     f"{ds.dtype}, expected {self.shape} float64")
+                crc = self.aux("crc_" + kind)
+                if crc.shape != (n_bands,) or crc.dtype != np.uint32:
+                    raise ValueError(f"crc_{kind} has shape {crc.shape}, "
+                                     f"expected ({n_bands},)")
+                self._crcs[kind] = crc
+            self.kernel = RNTK.from_dict(self.meta["kernel"])
+        except CorruptEntryError:
+            self.close()
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            self.close()
+            raise CorruptEntryError(f"{self.path}: unreadable or incomplete entry: "
+                                    f"{exc}") from exc
+
+    def aux(self, name: str) -> np.ndarray:
+        """A small auxiliary dataset (checksums, lengths, series fingerprints), checked
+        against the CRC-32 recorded in the (checksummed) metadata."""
+        data = np.ascontiguousarray(self._file[name][()])
+        want = self.meta.get("aux_crc", {}).get(name)
+        if want is None or zlib.crc32(data) != int(want):
+            raise CorruptEntryError(f"{self.path}: checksum mismatch in {name}")
+        return data
+
+    def _corrupt(self, reason: str):
+        if self._on_corrupt is not None:
+            self._on_corrupt(self, reason)
+        raise CorruptEntryError(f"{self.path}: {reason}")
+
+    def array(self, kind: str = "ntk") -> GramArray:
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be 'ntk' or 'nngp', got {kind!r}")
+        return GramArray(self, kind)
+
+    def read(self, kind: str = "ntk"):
+        if kind == "both":
+            return self.array("ntk").read(), self.array("nngp").read()
+        return self.array(kind).read()
+
+    def take(self, rows, cols=None, kind: str = "ntk"):
+        """``G[rows][:, cols]`` read from disk (only the row bands it needs)."""
+        if kind == "both":
+            return self.take(rows, cols, "ntk"), self.take(rows, cols, "nngp")
+        return self.array(kind).take(rows, cols)
+
+    def verify(self) -> None:
+        for kind in _KINDS:
+            self.array(kind).verify()
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            finally:
+                self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"GramEntry(key={getattr(self, 'key', '?')[:12]}, "
+                f"shape={getattr(self, 'shape', '?')}, path={str(self.path)!r})")
+
+
+# -- the per-key lock ---------------------------------------------------------------------
+
+class _KeyLock:
+    """Exclusive per-key writer lock: ``fcntl.flock`` on ``<key>.lock``.
+
+    After locking, the lock file's identity is re-checked (another process may have
+    deleted and recreated it), so housekeeping can remove lock files safely. Where
+    ``flock`` is unavailable (no fcntl, or ENOLCK on some network file systems) the
+    fallback is an ``O_EXCL`` companion file holding ``host:pid``, taken over when that
+    process is gone or the file is older than ``stale_s``.
+    """
+
+    def __init__(self, path: Path, timeout=None, progress=False, stale_s=24 * 3600):
+        self.path = Path(path)
+        self.timeout = timeout
+        self.progress = progress
+        self.stale_s = stale_s
+        self._fd = None
+        self._excl = None
+
+    def _try_flock(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return False
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()}:{os.getpid()}\n".encode())
+        except OSError:
+            pass
+        self._fd = fd
+        return True
+
+    def _try_excl(self) -> bool:
+        excl = self.path.with_name(self.path.name + ".excl")
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        try:
+            fd = os.open(excl, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            try:
+                owner = excl.read_text().strip()
+                age = time.time() - excl.stat().st_mtime
+            except OSError:
+                return False
+            host, _, pid = owner.partition(":")
+            dead = False
+            if host == socket.gethostname() and pid.isdigit():
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    dead = True
+                except PermissionError:
+                    pass
+            if dead or age > self.stale_s:
+                _unlink(excl)
+            return False
+        os.write(fd, me.encode())
+        os.close(fd)
+        self._excl = excl
+        return True
+
+    def acquire(self):
+        start = time.monotonic()
+        delay, told = 0.01, False
+        use_flock = fcntl is not None
+        while True:
+            if use_flock:
+                try:
+                    if self._try_flock():
+                        return self
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                        raise
+                    use_flock = False
+                    continue
+            elif self._try_excl():
+                return self
+            waited = time.monotonic() - start
+            if self.timeout is not None and waited >= self.timeout:
+                raise TimeoutError(f"waited {waited:.0f} s for the lock {self.path}")
+            if self.progress and not told and waited > 1.0:
+                print(f"rntk: waiting for another process computing this Gram "
+                      f"(lock {self.path})", file=sys.stderr)
+                told = True
+            time.sleep(delay)
+            delay = min(0.5, delay * 1.5)
+
+    def release(self):
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+        if self._excl is not None:
+            _unlink(self._excl)
+            self._excl = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# -- the entry under construction --------------------------------------------------------
+
+def _journal_line(obj) -> bytes:
+    text = json.dumps(obj, separators=(",", ":"))
+    return f"{text}\t{zlib.crc32(text.encode()):08x}\n".encode()
+
+
+def _parse_journal(path: Path):
+    """(header, {tile index: record}); lines with a bad checksum (a torn last line) are
+    ignored; a bad header raises ValueError."""
+    header, done = None, {}
+    with open(path, "rb") as fh:
+        for raw in fh:
+            text, sep, crc = raw.rstrip(b"\n").rpartition(b"\t")
+            if not sep or not raw.endswith(b"\n"):
+                continue
+            try:
+                if int(crc, 16) != zlib.crc32(text):
+                    continue
+                obj = json.loads(text)
+            except ValueError:
+                continue
+            if header is None:
+                header = obj
+                if "tiles" not in obj:
+                    raise ValueError("journal does not start with a header")
+            elif isinstance(obj, dict) and "t" in obj and "c" in obj:
+                done[int(obj["t"])] = obj
+    if header is None:
+        raise ValueError("journal has no header")
+    return header, done
+
+
+def _plan_from(header, shape, symmetric) -> list[Tile]:
+    tiles = [Tile(i, int(r0), int(r1), int(c0), int(c1), bool(d), int(cost))
+             for i, (r0, r1, c0, c1, d, cost) in enumerate(header["tiles"])]
+    n, m = shape
+    area = 0
+    for t in tiles:
+        if not (0 <= t.r0 < t.r1 <= n and 0 <= t.c0 < t.c1 <= m):
+            raise ValueError(f"tile {t.index} is outside the matrix")
+        if t.diagonal and not (symmetric and t.r0 == t.c0 and t.r1 == t.c1):
+            raise ValueError(f"tile {t.index}: bad diagonal tile")
+        if symmetric and not t.diagonal and t.c0 < t.r1:
+            raise ValueError(f"tile {t.index}: off-diagonal tile below the diagonal")
+        area += (t.r1 - t.r0) * (t.c1 - t.c0) * (2 if symmetric and not t.diagonal else 1)
+    if area != n * m:
+        raise ValueError("tile plan does not cover the matrix")
+    return tiles
+
+
+def _pwrite_all(fd: int, buf: memoryview, off: int) -> None:
+    while len(buf):
+        n = os.pwrite(fd, buf, off)
+        if n <= 0:  # pragma: no cover - pwrite raises ENOSPC itself
+            raise OSError(errno.ENOSPC, "short write")
+        buf, off = buf[n:], off + n
+
+
+def _pwrite_block(fd: int, base: int, n_cols: int, r0: int, c0: int,
+                  blk: np.ndarray) -> None:
+    """Write a C-contiguous block at (r0, c0) of a row-major float64 matrix stored at
+    file offset ``base``: one pwrite per row segment (one in all for full rows)."""
+    rows, cols = blk.shape
+    mv = memoryview(blk).cast("B")
+    pos = base + 8 * (r0 * n_cols + c0)
+    if cols == n_cols:
+        chunks = [(mv, pos)]
+    else:
+        w = 8 * cols
+        chunks = ((mv[q * w:(q + 1) * w], pos + 8 * q * n_cols) for q in range(rows))
+    for buf, off in chunks:
+        _pwrite_all(fd, buf, off)
+
+
+def _pread_block(fd: int, base: int, n_cols: int, r0: int, r1: int, c0: int,
+                 c1: int) -> np.ndarray:
+    out = np.empty((r1 - r0, c1 - c0))
+    mv = memoryview(out).cast("B")
+    w = 8 * (c1 - c0)
+    for q in range(r1 - r0):
+        seg = mv[q * w:(q + 1) * w]
+        off = base + 8 * ((r0 + q) * n_cols + c0)
+        got = 0
+        while got < w:
+            n = os.preadv(fd, [seg[got:]], off + got)
+            if n <= 0:
+                raise OSError(errno.EIO, f"short read at offset {off + got}")
+            got += n
+    return out
+
+
+class _Partial:
+    """The entry under construction: ``<key>.partial.h5`` + ``<key>.journal``.
+
+    The partial file is the future entry: its two datasets are created contiguous and
+    allocated up front (sparse, never filled), so each has a fixed file offset. A
+    finished tile and its mirror are written there with plain ``pwrite`` calls, one per
+    row segment (no HDF5 call and no cache in this process: what a killed process
+    wrote is in the file), and only then journaled with its checksums. The journal's
+    first line holds the tile plan and the data offsets; a resume verifies every
+    journaled tile before trusting it. Completing the entry adds checksums and
+    metadata through HDF5, fsyncs, and renames the file to ``<key>.h5``.
+    """
+
+    def __init__(self, store: "GramStore", key: str, header: dict, plan, done):
+        self.store = store
+        self.key = key
+        self.shape = tuple(header["shape"])
+        self.symmetric = bool(header["symmetric"])
+        self.plan = plan
+        self.done = done                # tile index -> journal record
+        self.offsets = {k: int(header["offsets"][k]) for k in _KINDS}
+        self._jfd = None
+        self._fd = os.open(store._partial(key), os.O_RDWR)
+        try:
+            self._jfd = os.open(store._journal(key), os.O_WRONLY | os.O_APPEND)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    @staticmethod
+    def files(store, key):
+        return (store._journal(key), store._partial(key))
+
+    @classmethod
+    def discard(cls, store, key):
+        for p in cls.files(store, key):
+            _unlink(p)
+
+    # creation / resumption
+    @classmethod
+    def create(cls, store, key, shape, symmetric, plan):
+        h5py = _h5py()
+        cls.discard(store, key)
+        offsets = {}
+        with h5py.File(store._partial(key), "x", libver=_LIBVER, locking=False) as f:
+            f.attrs["format"] = STORE_FORMAT
+            f.attrs["key"] = _fixed(key)
+            f.attrs["complete"] = False
+            for kind in _KINDS:
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+                space = h5py.h5s.create_simple(tuple(shape))
+                dsid = h5py.h5d.create(f.id, kind.encode(), h5py.h5t.IEEE_F64LE, space,
+                                       dcpl=dcpl)
+                offsets[kind] = int(dsid.get_offset())
+        header = {"format": STORE_FORMAT, "key": key, "shape": list(shape),
+                  "symmetric": symmetric, "created": time.time(), "offsets": offsets,
+                  "tiles": [[t.r0, t.r1, t.c0, t.c1, int(t.diagonal), t.cost]
+                            for t in plan]}
+        jpath = store._journal(key)
+        tmp = jpath.with_name(jpath.name + f".tmp{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            fh.write(_journal_line(header))
+        os.replace(tmp, jpath)
+        return cls(store, key, header, plan, {})
+
+    @classmethod
+    def resume(cls, store, key, shape, symmetric):
+        """The partial entry of ``key`` if there is a usable one, else None (removed)."""
+        ppath, jpath = store._partial(key), store._journal(key)
+        if not (ppath.exists() and jpath.exists()):
+            cls.discard(store, key)
+            return None
+        try:
+            header, done = _parse_journal(jpath)
+            if (header.get("format") != STORE_FORMAT or header.get("key") != key
+                    or tuple(header.get("shape", ())) != tuple(shape)
+                    or bool(header.get("symmetric")) != symmetric):
+                raise ValueError("journal belongs to another computation")
+            plan = _plan_from(header, shape, symmetric)
+            done = {i: c for i, c in done.items() if 0 <= i < len(plan)}
+            with _h5py().File(ppath, "r", locking=False) as f:
+                if _attr_str(f.attrs, "key") != key:
+                    raise ValueError("partial file belongs to another key")
+                for kind in _KINDS:
+                    ds = f[kind]
+                    if (tuple(ds.shape) != tuple(shape) or ds.chunks is not None
+                            or ds.id.get_offset() != header["offsets"][kind]):
+                        raise ValueError("partial datasets do not match the journal")
+            return cls(store, key, header, plan, done)
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+            warnings.warn(f"rntk cache: discarding the unusable partial entry {key} "
+                          f"({exc}); starting it again", CacheWarning, stacklevel=4)
+            cls.discard(store, key)
+            return None
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_blocks * 512 for p in self.files(self.store, self.key)
+                   if p.exists())
+
+    # tiles
+    def write_tile(self, tile: Tile, blocks, mirrors) -> None:
+        """Write a finished tile (and its mirror below the diagonal), then journal it.
+        ``blocks`` / ``mirrors``: (ntk, nngp) C-contiguous blocks and their transposes
+        (None for tiles on the diagonal)."""
+        n_cols = self.shape[1]
+        for kind, blk, mir in zip(_KINDS, blocks, mirrors):
+            _pwrite_block(self._fd, self.offsets[kind], n_cols, tile.r0, tile.c0, blk)
+            if mir is not None:
+                _pwrite_block(self._fd, self.offsets[kind], n_cols, tile.c0, tile.r0, mir)
+        record = {"t": tile.index, "c": [zlib.crc32(blocks[0]), zlib.crc32(blocks[1])]}
+        os.write(self._jfd, _journal_line(record))
+        self.done[tile.index] = record
+
+    def read_tile(self, tile: Tile):
+        """(ntk, nngp) blocks of a journaled tile, or None if they fail their checks."""
+        rec = self.done[tile.index]
+        m = self.shape[1]
+        try:
+            out = []
+            for i, kind in enumerate(_KINDS):
+                base = self.offsets[kind]
+                blk = _pread_block(self._fd, base, m, tile.r0, tile.r1, tile.c0, tile.c1)
+                if zlib.crc32(blk) != int(rec["c"][i]):
+                    return None
+                if self.symmetric and not tile.diagonal:
+                    mir = _pread_block(self._fd, base, m, tile.c0, tile.c1, tile.r0,
+                                       tile.r1)
+                    if not np.array_equal(mir, blk.T):
+                        return None
+                out.append(blk)
+            return tuple(out)
+        except (OSError, KeyError, TypeError, ValueError, IndexError):
+            return None
+
+    def _band_crcs_on_disk(self, kind: str, band: int) -> np.ndarray:
+        n, m = self.shape
+        return np.array([zlib.crc32(_pread_block(self._fd, self.offsets[kind], m, r0,
+                                                 min(n, r0 + band), 0, m))
+                         for r0 in range(0, n, band)], dtype=np.uint32)
+
+    def finalize(self, meta: dict, datasets: dict, arrays=None) -> Path:
+        """Checksum, mark complete, fsync, rename to ``<key>.h5``. ``arrays``: the
+        complete matrices if held in memory (else the file is checksummed)."""
+        band = int(meta["band_rows"])
+        datasets = dict(datasets)
+        for kind in _KINDS:
+            if arrays is not None:
+                datasets["crc_" + kind] = _band_crcs(arrays[kind], band)
+            else:           # out of core: checksum what is on disk, band by band
+                datasets["crc_" + kind] = self._band_crcs_on_disk(kind, band)
+        self.close()
+        meta = dict(meta, aux_crc={})
+        ppath, final = self.store._partial(self.key), self.store._final(self.key)
+        with _h5py().File(ppath, "r+", locking=False) as f:
+            for name, value in datasets.items():
+                value = np.ascontiguousarray(value)
+                if name in f:               # a previous finalize was interrupted
+                    del f[name]
+                f.create_dataset(name, data=value, track_times=False)
+                meta["aux_crc"][name] = zlib.crc32(value)
+            f.attrs["meta"] = _fixed(json.dumps(meta))
+            f.attrs["complete"] = True
+        if self.store.durable:
+            _fsync_path(ppath)
+        os.replace(ppath, final)
+        if self.store.durable:
+            _fsync_path(self.store.path, directory=True)
+        _unlink(self.store._journal(self.key))
+        return final
+
+    def close(self) -> None:
+        for name in ("_jfd", "_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+
+# -- the store -------------------------------------------------------------------------------
+
+class GramStore:
+    """HDF5-backed store of Gram matrices in a directory (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        The store directory (created on first write). Default: :func:`default_cache_dir`
+        (``$RNTK_CACHE_DIR`` or ``./cache``).
+    memory_budget : int, optional
+        Bytes a computation may hold in memory. A Gram whose two kernels (2 x N x M x 8
+        bytes) exceed it is computed and returned out of core. Default: half the
+        physical memory.
+    lock_timeout : float, optional
+        Seconds to wait for another process computing the same entry (default: wait).
+        On timeout the matrix is computed here without being stored (with a warning).
+    durable : bool, default True
+        fsync a completed entry before its atomic rename (and the directory after it),
+        so that a power cut cannot leave a complete-looking entry whose data never
+        reached the disk.
+
+    Attributes
+    ----------
+    stats : collections.Counter
+        This object's counters: ``hits``, ``subset_hits``, ``misses``,
+        ``tiles_computed``, ``tiles_resumed``, ``corrupt``, ``write_errors``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from rntk_numba import RNTK, GramStore
+    >>> store = GramStore(tempfile.mkdtemp())
+    >>> X = [np.sin(np.linspace(0, 3, T)) for T in (20, 35, 50)]
+    >>> G = store.gram(X, kernel=RNTK())          # computed, stored
+    >>> bool((store.gram(X, kernel=RNTK()) == G).all()), store.stats["hits"]
+    (True, 1)
+    >>> bool((store.gram_subset(X, [2, 0], kernel=RNTK()) == G[np.ix_([2, 0], [2, 0])]).all())
+    True
+    """
+
+    def __init__(self, path=None, *, memory_budget=None, lock_timeout=None,
+                 durable: bool = True):
+        self.path = Path(path) if path is not None else default_cache_dir()
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"GramStore: {self.path} exists and is not a directory")
+        if memory_budget is None:
+            try:
+                memory_budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+            except (ValueError, OSError, AttributeError):  # pragma: no cover
+                memory_budget = 4 << 30
+        self.memory_budget = int(memory_budget)
+        self.lock_timeout = lock_timeout
+        self.durable = bool(durable)
+        self.stats = Counter()
+
+    def __repr__(self) -> str:
+        return f"GramStore({str(self.path)!r})"
+
+    # paths
+    def _final(self, key) -> Path:
+        return self.path / f"{key}.h5"
+
+    def _partial(self, key) -> Path:
+        return self.path / f"{key}.partial.h5"
+
+    def _journal(self, key) -> Path:
+        return self.path / f"{key}.journal"
+
+    def _sidecar(self, key) -> Path:
+        return self.path / f"{key}.json"
+
+    def _lockfile(self, key) -> Path:
+        return self.path / f"{key}.lock"
+
+    # keys
+    @staticmethod
+    def _pack(X, Y):
+        if isinstance(X, PackedSequences) and (Y is None or isinstance(Y, PackedSequences)):
+            if Y is not None and Y.m != X.m:
+                raise ValueError(f"gram: X has {X.m} channels per time step, Y has {Y.m}")
+            return X, Y
+        return pack_pair(X, Y)
+
+    @staticmethod
+    def _key(PX, PY, kernel: RNTK) -> str:
+        text = (f"rntk-gram;{kernel.canonical};formula={params.FORMULA_VERSION};"
+                f"mode={'sym' if PY is None else 'cross'};X={PX.fingerprint()};"
+                f"Y={'-' if PY is None else PY.fingerprint()}")
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def key(self, X, Y=None, *, kernel: RNTK) -> str:
+        """The entry key of ``gram(X, Y, kernel=kernel)`` (any ``kind``)."""
+        _check_args(kernel, "ntk")
+        PX, PY = self._pack(X, Y)
+        return self._key(PX, PY, kernel)
+
+    def _out_of_core(self, shape, out_of_core) -> bool:
+        if out_of_core is None:
+            return 2 * 8 * shape[0] * shape[1] > self.memory_budget
+        return bool(out_of_core)
+
+    # warnings / corruption
+    def _warn(self, msg):
+        warnings.warn(f"rntk cache ({self.path}): {msg}", CacheWarning, stacklevel=3)
+
+    def _remove_corrupt(self, path: Path, key: str, ino, reason: str) -> None:
+        """Count, warn about and remove a corrupt complete entry -- only if ``path``
+        still holds the file that was found corrupt (a concurrent writer may have
+        replaced it with a good one meanwhile)."""
+        self.stats["corrupt"] += 1
+        try:
+            st = os.stat(path)
+            if ino is None or (st.st_dev, st.st_ino) == ino:
+                os.unlink(path)
+                _unlink(self._sidecar(key))
+                removed = "removed; it will be recomputed"
+            else:
+                removed = "already replaced"
+        except FileNotFoundError:
+            removed = "already removed"
+        except OSError as exc:
+            removed = f"could not remove it: {exc}"
+        warnings.warn(f"rntk cache: corrupt entry {path} ({reason}); {removed}",
+                      CacheWarning, stacklevel=4)
+
+    def _discard(self, entry: GramEntry, reason: str) -> None:
+        self._remove_corrupt(entry.path, entry.path.name[:-3], entry._ino, reason)
+
+    def _open_entry(self, key, shape=None) -> GramEntry | None:
+        """The complete entry of ``key``, opened and structurally checked, or None (a
+        file that fails its checks is removed with a warning)."""
+        path = self._final(key)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        ino = (st.st_dev, st.st_ino)
+        try:
+            entry = GramEntry(path, key, on_corrupt=self._discard)
+        except FileNotFoundError:
+            return None
+        except CorruptEntryError as exc:
+            self._remove_corrupt(path, key, ino, str(exc.__cause__ or exc))
+            return None
+        if shape is not None and entry.shape != tuple(shape):
+            entry.close()
+            self._remove_corrupt(path, key, ino, f"shape {entry.shape}, expected {shape}")
+            return None
+        return entry
+
+    def _touch(self, path):
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+    def _serve(self, key, shape, kind, ooc, count=True):
+        """Result of a complete entry of ``key`` (verified), or None."""
+        entry = self._open_entry(key, shape)
+        if entry is None:
+            return None
+        if ooc:
+            kinds = _KINDS if kind == "both" else (kind,)
+            arrays = []
+            for i, k in enumerate(kinds):
+                e = entry if i == 0 else GramEntry(entry.path, key, on_corrupt=self._discard)
+                arrays.append(GramArray(e, k, owns_entry=True))
+            result = tuple(arrays) if kind == "both" else arrays[0]
+        else:
+            try:
+                result = entry.read(kind)
+            except CorruptEntryError:
+                return None
+            finally:
+                entry.close()
+        self._touch(self._final(key))
+        self.stats["hits"] += count
+        return result
+
+    # public API
+    def lookup(self, X, Y=None, *, kernel: RNTK) -> GramEntry | None:
+        """The complete entry of ``gram(X, Y, kernel=kernel)`` if stored, else None.
+        Nothing is computed. Close the entry when done (or use ``with``)."""
+        _check_args(kernel, "ntk")
+        PX, PY = self._pack(X, Y)
+        key = self._key(PX, PY, kernel)
+        entry = self._open_entry(key, (PX.n, PX.n if PY is None else PY.n))
+        if entry is not None:
+            self._touch(entry.path)
+        return entry
+
+    def ensure(self, X, Y=None, *, kernel: RNTK, n_jobs=None, progress=False,
+               tile_size=None) -> GramEntry:
+        """The entry of ``gram(X, Y, kernel=kernel)``, computed (out of core) and stored
+        first if absent. Raises OSError if the store cannot be written."""
+        entry = self.lookup(X, Y, kernel=kernel)
+        if entry is None:
+            res = self.gram(X, Y, kernel=kernel, kind="ntk", n_jobs=n_jobs,
+                            progress=progress, tile_size=tile_size, out_of_core=True)
+            if isinstance(res, GramArray):
+                res.close()
+            entry = self.lookup(X, Y, kernel=kernel)
+            if entry is None:  # pragma: no cover - removed by someone else meanwhile
+                raise OSError(f"the entry could not be stored in {self.path}")
+        return entry
+
+    def gram_subset(self, X, rows, cols=None, *, kernel: RNTK, kind: str = "ntk",
+                    n_jobs=None, progress=False, tile_size=None):
+        """``G[rows][:, cols]`` of the symmetric Gram ``G = gram(X, kernel=kernel)``.
+
+        The full Gram of X is computed (and stored) once if absent; every later call is
+        a slice of the stored matrix -- the CV-fold path:
+
+        * ``gram_subset(X, tr)`` equals ``gram(X[tr])`` bit for bit (same-sample
+          diagonal), for any index order;
+        * ``gram_subset(X, te, tr)`` equals ``gram(X[te], X[tr])`` bit for bit when
+          ``te`` and ``tr`` share no index (a shared index i gives ``G[i, i]``, the
+          same-sample entry, which differs from the cross kernel when sigma_h > 0).
+
+        Parameters
+        ----------
+        X : sequence set (anything ``gram`` accepts), N series -- the full set
+        rows, cols : 1-D integer indices into X or boolean masks of length N
+            (``cols=None``: ``cols = rows``).
+        kernel, kind, n_jobs, progress, tile_size : as in :meth:`gram`
+
+        Returns
+        -------
+        ndarray (len(rows), len(cols)) float64 (a tuple of two for ``kind="both"``).
+        """
+        _check_args(kernel, kind)
+        PX, _ = self._pack(X, None)
+        r = _as_index(rows, PX.n, "rows")
+        c = r if cols is None else _as_index(cols, PX.n, "cols")
+        res = self.gram(PX, kernel=kernel, kind=kind, n_jobs=n_jobs, progress=progress,
+                        tile_size=tile_size)
+        parts = res if kind == "both" else (res,)
+        out = []
+        for p in parts:
+            if isinstance(p, GramArray):
+                with p:
+                    out.append(p.take(r, c))
+            else:
+                out.append(p[np.ix_(r, c)])
+        return tuple(out) if kind == "both" else out[0]
+
+    def gram(self, X, Y=None, *, kernel: RNTK, kind: str = "ntk", n_jobs=None,
+             progress: bool = False, tile_size=None, out_of_core=None):
+        """``rntk_numba.gram(X, Y, ...)`` through the store.
+
+        Parameters
+        ----------
+        X, Y, kernel, kind, n_jobs, progress, tile_size
+            As in :func:`rntk_numba.gram` (X, Y may already be ``PackedSequences``).
+        out_of_core : bool, optional
+            ``True``: write tile by tile without holding the matrix in memory and
+            return :class:`GramArray` handles. ``False``: in-memory arrays. ``None``
+            (default): out of core only if both kernels exceed ``memory_budget``.
+
+        Returns
+        -------
+        ndarray (N, M) float64 (or GramArray out of core); a tuple for ``kind="both"``.
+
+        A stored entry is read back and verified (a corrupt one is removed and
+        recomputed). Otherwise the matrix is computed under the key's lock, tiles
+        written as they finish; an interrupted computation resumes where it stopped.
+        If the store cannot be written (read-only, disk full) a ``CacheWarning`` is
+        issued and the in-memory result is returned anyway.
+        """
+        _check_args(kernel, kind)
+        PX, PY = self._pack(X, Y)
+        shape = (PX.n, PX.n if PY is None else PY.n)
+        key = self._key(PX, PY, kernel)
+        ooc = self._out_of_core(shape, out_of_core)
+        res = self._serve(key, shape, kind, ooc)
+        if res is not None:
+            return res
+        if not ooc:
+            res = self._from_superset(PX, PY, kernel, kind)
+            if res is not None:
+                return res
+        self.stats["misses"] += 1
+        lock = _KeyLock(self._lockfile(key), timeout=self.lock_timeout, progress=progress)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except TimeoutError as exc:
+            return self._without_store(PX, PY, kernel, kind, n_jobs, progress, tile_size,
+                                       ooc, f"{exc}; computing without storing")
+        except OSError as exc:
+            return self._without_store(PX, PY, kernel, kind, n_jobs, progress, tile_size,
+                                       ooc, f"cannot write the store ({exc}); "
+                                       f"computing without storing")
+        try:
+            res = self._serve(key, shape, kind, ooc)     # done while we waited?
+            if res is not None:
+                self.stats["misses"] -= 1
+                return res
+            return self._compute(key, PX, PY, kernel, kind, n_jobs, progress, tile_size,
+                                 ooc)
+        finally:
+            lock.release()
+
+    def _without_store(self, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc, why):
+        from .gram import compute_dense, select_kind
+        shape = (PX.n, PX.n if PY is None else PY.n)
+        self.stats["write_errors"] += 1
+        if ooc and 2 * 8 * shape[0] * shape[1] > self.memory_budget:
+            raise OSError(f"rntk cache ({self.path}): {why.split(';')[0]}; a "
+                          f"{shape[0]}x{shape[1]} Gram needs "
+                          f"{_fmt_bytes(16 * shape[0] * shape[1])} on disk out of core "
+                          f"(more than memory_budget={_fmt_bytes(self.memory_budget)} in "
+                          f"memory)")
+        self._warn(why)
+        ntk, nngp = compute_dense(PX, PY, kernel, n_jobs=n_jobs, progress=progress,
+                                  tile_size=tile_size)
+        return select_kind(ntk, nngp, kind)
+
+    # the computation
+    def _metadata(self, key, PX, PY, kernel, shape, seconds, n_tiles, resumed, started):
+        import h5py
+        import numba
+        lx = PX.lengths
+        meta = {
+            "format": STORE_FORMAT, "key": key, "mode": "sym" if PY is None else "cross",
+            "kernel": kernel.to_dict(), "canonical": kernel.canonical,
+            "formula_version": params.FORMULA_VERSION, "shape": list(shape),
+            "m": PX.m, "x_fingerprint": PX.fingerprint(),
+            "y_fingerprint": None if PY is None else PY.fingerprint(),
+            "x_lengths": [int(lx.min()), int(lx.max()), float(lx.mean())],
+            "y_lengths": (None if PY is None else
+                          [int(PY.lengths.min()), int(PY.lengths.max()),
+                           float(PY.lengths.mean())]),
+            "band_rows": _band_rows(shape[1]), "bytes_data": 16 * shape[0] * shape[1],
+            "created": _now_iso(), "created_unix": time.time(),
+            "started_unix": started, "compute_seconds": round(seconds, 3),
+            "n_tiles": n_tiles, "tiles_resumed": resumed,
+            "engine_version": __version__, "numpy": np.__version__,
+            "numba": numba.__version__, "h5py": h5py.__version__,
+            "hdf5": h5py.version.hdf5_version, "host": socket.gethostname(),
+        }
+        datasets = {"x_lengths": PX.lengths.astype(np.int64),
+                    "x_series_fp": series_fingerprints(PX)}
+        if PY is not None:
+            datasets["y_lengths"] = PY.lengths.astype(np.int64)
+            datasets["y_series_fp"] = series_fingerprints(PY)
+        return meta, datasets
+
+    def _compute(self, key, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc):
+        from .gram import select_kind
+        t_start = time.time()
+        t0 = time.perf_counter()
+        problem = prepare(PX, PY, kernel)
+        shape = (problem.n_rows, problem.n_cols)
+        symmetric = problem.symmetric
+        workers = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
+        fits = 2 * 8 * shape[0] * shape[1] <= self.memory_budget
+
+        handles = ooc                     # return GramArray handles at the end
+        part, why = None, None
+        try:
+            part = _Partial.resume(self, key, shape, symmetric)
+            need = 16 * shape[0] * shape[1] + (1 << 20)
+            have = part.disk_bytes() if part is not None else 0
+            free = _disk_free(self.path)
+            if free is not None and free + have < need:
+                raise OSError(errno.ENOSPC, f"not enough free space: the entry needs "
+                                            f"{_fmt_bytes(need)}, {_fmt_bytes(free)} free")
+            if part is None:
+                part = _Partial.create(self, key, shape, symmetric,
+                                       problem.plan(tile_size, workers))
+        except OSError as exc:
+            if part is not None:
+                part.close()
+            part, why = None, exc
+        if part is None:
+            if ooc and not fits:
+                raise OSError(f"rntk cache ({self.path}): cannot write the out-of-core "
+                              f"{shape[0]}x{shape[1]} Gram: {why}") from why
+            self.stats["write_errors"] += 1
+            self._warn(f"cannot write the store ({why}); the result is computed in memory "
+                       f"and not stored")
+            ooc = handles = False
+        plan = part.plan if part is not None else problem.plan(tile_size, workers)
+
+        mem = None if ooc else {k: np.empty(shape) for k in _KINDS}
+        have = set()                      # tiles present in `mem`
+        state = {"part": part, "mem": mem}
+
+        def put(tile, blocks, mirrors):
+            m = state["mem"]
+            for k, blk, mir in zip(_KINDS, blocks, mirrors):
+                m[k][tile.r0:tile.r1, tile.c0:tile.c1] = blk
+                if mir is not None:
+                    m[k][tile.c0:tile.c1, tile.r0:tile.r1] = mir
+            have.add(tile.index)
+
+        def mirrored(tile, blocks):
+            blocks = tuple(np.ascontiguousarray(x) for x in blocks)
+            if symmetric and not tile.diagonal:
+                return blocks, tuple(np.ascontiguousarray(x.T) for x in blocks)
+            return blocks, (None, None)
+
+        def to_memory(exc):
+            """Writing failed: continue in memory (if the matrix fits)."""
+            p = state["part"]
+            state["part"] = None
+            self.stats["write_errors"] += 1
+            if state["mem"] is None:
+                if not fits:
+                    if p is not None:
+                        p.close()
+                    raise OSError(f"rntk cache ({self.path}): writing the out-of-core "
+                                  f"Gram failed: {exc}; the partial entry is kept and "
+                                  f"resumes when space is available") from exc
+                state["mem"] = {k: np.empty(shape) for k in _KINDS}
+                if p is not None:
+                    for t in plan:
+                        if t.index in p.done:
+                            blocks = p.read_tile(t)
+                            if blocks is not None:
+                                put(t, *mirrored(t, blocks))
+            if p is not None:
+                n_done = len(p.done)
+                p.close()
+            else:  # pragma: no cover
+                n_done = 0
+            self._warn(f"writing entry {key} failed ({exc}); the result is computed in "
+                       f"memory and not stored (the partial entry with {n_done}/"
+                       f"{len(plan)} tiles is kept and resumes later)")
+
+        # tiles already done (resume): verify them (and load them if in memory)
+        done_ok = set()
+        if part is not None and part.done:
+            for t in plan:
+                if t.index in part.done:
+                    blocks = part.read_tile(t)
+                    if blocks is None:
+                        del part.done[t.index]
+                        continue
+                    done_ok.add(t.index)
+                    if mem is not None:
+                        put(t, *mirrored(t, blocks))
+            if progress:
+                print(f"rntk: resuming {key[:12]}: {len(done_ok)}/{len(plan)} tiles "
+                      f"already stored", file=sys.stderr)
+        self.stats["tiles_resumed"] += len(done_ok)
+
+        def on_tile(tile, a, b):
+            self.stats["tiles_computed"] += 1
+            blocks, mirrors = mirrored(tile, (a, b))
+            if state["mem"] is not None:
+                put(tile, blocks, mirrors)
+            p = state["part"]
+            if p is not None:
+                try:
+                    p.write_tile(tile, blocks, mirrors)
+                except OSError as exc:
+                    to_memory(exc)
+                    if tile.index not in have:
+                        put(tile, blocks, mirrors)
+
+        todo = [t for t in plan if t.index not in done_ok]
+        try:
+            run_tiles(problem, todo, on_tile, n_jobs=n_jobs, progress=progress,
+                      description=f"gram {key[:8]}")
+            if state["mem"] is not None:       # tiles lost when switching to memory
+                missing = [t for t in plan if t.index not in have]
+                if missing:
+                    run_tiles(problem, missing, on_tile, n_jobs=n_jobs, progress=progress,
+                              description=f"gram {key[:8]}")
+            part = state["part"]
+            if part is not None:
+                seconds = time.perf_counter() - t0
+                meta, datasets = self._metadata(key, PX, PY, kernel, shape, seconds,
+                                                len(plan), len(done_ok), t_start)
+                try:
+                    final = part.finalize(meta, datasets, state["mem"])
+                    try:
+                        _atomic_write_text(self._sidecar(key), json.dumps(meta, indent=1))
+                    except OSError:
+                        pass
+                except (OSError, RuntimeError) as exc:
+                    part.close()
+                    if state["mem"] is None:
+                        raise OSError(f"rntk cache ({self.path}): completing the entry "
+                                      f"{key} failed: {exc}") from exc
+                    self.stats["write_errors"] += 1
+                    self._warn(f"completing entry {key} failed ({exc}); the result is "
+                               f"returned but not stored")
+                    final = None
+                state["part"] = None
+                if final is not None and handles:
+                    res = self._serve(key, shape, kind, True, count=False)
+                    if res is not None:
+                        return res
+                if state["mem"] is None:  # pragma: no cover - removed meanwhile
+                    raise OSError(f"the out-of-core entry {key} was not stored")
+        finally:
+            if state["part"] is not None:        # interrupted: keep it for resume
+                state["part"].close()
+        m = state["mem"]
+        return select_kind(m["ntk"], m["nngp"], kind)
+
+    # subsets of a cached symmetric entry (the convenience path of gram(X_sub, cache=))
+    def _from_superset(self, PX, PY, kernel, kind):
+        if not self.path.is_dir():
+            return None
+        want = PX.n + (0 if PY is None else PY.n)
+        candidates = []
+        for side in self.path.glob("*.json"):
+            if side.name.count(".") != 1:
+                continue
+            try:
+                meta = json.loads(side.read_text())
+                if (meta.get("mode") == "sym" and meta.get("canonical") == kernel.canonical
+                        and meta.get("formula_version") == params.FORMULA_VERSION
+                        and meta.get("m") == PX.m and meta["shape"][0] >= want
+                        and meta.get("format") == STORE_FORMAT):
+                    candidates.append((meta["shape"][0], meta["key"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if not candidates:
+            return None
+        fpx = series_fingerprints(PX)
+        fpy = None if PY is None else series_fingerprints(PY)
+        for _, key in sorted(candidates):
+            entry = self._open_entry(key)
+            if entry is None:
+                continue
+            try:
+                full = entry.aux("x_series_fp")
+                idx = _match_series(full, fpx, fpy)
+                if idx is None:
+                    continue
+                r, c = idx
+                result = entry.take(r, r if c is None else c, kind)
+            except CorruptEntryError:
+                continue
+            except (OSError, KeyError, ValueError):
+                continue
+            finally:
+                entry.close()
+            self._touch(self._final(key))
+            self.stats["subset_hits"] += 1
+            return result
+        return None
+
+    # housekeeping
+    def entries(self) -> list[dict]:
+        """One dict per entry (complete, partial, or unreadable), for ``rntk cache ls``:
+        key, state, path, bytes, shape, mode, kernel, created, last_used (unix time),
+        tiles_done / n_tiles for partial entries. Nothing is verified (see ``verify``)."""
+        if not self.path.is_dir():
+            return []
+        out = []
+        for p in sorted(self.path.iterdir()):
+            name = p.name
+            if name.endswith(".partial.h5") or not name.endswith(".h5"):
+                continue
+            key = name[:-3]
+            try:
+                st = p.stat()
+            except FileNotFoundError:       # removed meanwhile
+                continue
+            info = {"key": key, "state": "complete", "path": str(p), "bytes": st.st_size,
+                    "last_used": st.st_mtime}
+            meta = None
+            try:
+                meta = json.loads(self._sidecar(key).read_text())
+            except (OSError, ValueError):
+                try:
+                    with GramEntry(p, key) as e:
+                        meta = e.meta
+                except (OSError, CorruptEntryError):
+                    info["state"] = "unreadable"
+            if meta is not None:
+                info.update(shape=tuple(meta["shape"]), mode=meta["mode"],
+                            kernel=meta["kernel"], created=meta.get("created_unix"),
+                            compute_seconds=meta.get("compute_seconds"))
+            out.append(info)
+        for j in sorted(self.path.glob("*.journal")):
+            key = j.name[:-len(".journal")]
+            part = self._partial(key)
+            try:
+                info = {"key": key, "state": "partial", "path": str(j),
+                        "bytes": part.stat().st_blocks * 512 if part.exists() else 0,
+                        "last_used": j.stat().st_mtime}
+            except FileNotFoundError:       # finished meanwhile
+                continue
+            try:
+                header, done = _parse_journal(j)
+                info.update(shape=tuple(header["shape"]),
+                            mode="sym" if header["symmetric"] else "cross",
+                            created=header.get("created"), tiles_done=len(done),
+                            n_tiles=len(header["tiles"]))
+            except (OSError, ValueError, KeyError):
+                info["state"] = "partial?"
+            out.append(info)
+        return out
+
+    def _resolve(self, prefix: str) -> str:
+        keys = sorted({e["key"] for e in self.entries()})
+        hits = [k for k in keys if k.startswith(prefix)]
+        if not hits:
+            raise ValueError(f"no entry with key {prefix!r} in {self.path}")
+        if len(hits) > 1:
+            raise ValueError(f"key prefix {prefix!r} is ambiguous: {', '.join(hits[:5])}")
+        return hits[0]
+
+    def info(self, key: str) -> dict:
+        """Everything known about one entry (a unique key prefix is enough)."""
+        key = self._resolve(key)
+        out = next(e for e in self.entries() if e["key"] == key)
+        final = self._final(key)
+        if final.exists():
+            try:
+                with GramEntry(final, key) as e:
+                    out["meta"] = e.meta
+            except (OSError, CorruptEntryError) as exc:
+                out["error"] = str(exc)
+        return out
+
+    def verify(self, remove: bool = False) -> list[tuple[str, bool, str]]:
+        """Read every complete entry in full and check all checksums.
+
+        Returns (key, ok, message) per entry; ``remove=True`` deletes the bad ones."""
+        out = []
+        for e in self.entries():
+            if e["state"] not in ("complete", "unreadable"):
+                continue
+            key, path = e["key"], Path(e["path"])
+            try:
+                with GramEntry(path, key) as entry:
+                    entry.verify()
+                out.append((key, True, "ok"))
+            except (OSError, CorruptEntryError) as exc:
+                msg = str(exc)
+                if remove:
+                    _unlink(path)
+                    _unlink(self._sidecar(key))
+                    msg += " (removed)"
+                out.append((key, False, msg))
+        return out
+
+    def remove(self, key: str) -> int:
+        """Delete one entry (complete and partial files); returns bytes freed. A partial
+        entry being computed by a live process (its lock held) is left alone."""
+        freed = 0
+        final = self._final(key)
+        if final.exists():
+            freed += final.stat().st_size
+            _unlink(final)
+        _unlink(self._sidecar(key))
+        lock = _KeyLock(self._lockfile(key), timeout=0)
+        try:
+            lock.acquire()
+        except (TimeoutError, OSError):
+            return freed
+        try:
+            for p in _Partial.files(self, key):
+                if p.exists():
+                    freed += p.stat().st_size
+                    _unlink(p)
+            _unlink(self._lockfile(key))
+        finally:
+            lock.release()
+        return freed
+
+    def total_bytes(self) -> int:
+        return sum(e["bytes"] for e in self.entries())
+
+    def prune(self, max_bytes: int) -> list[str]:
+        """Delete least recently used entries until the store holds at most
+        ``max_bytes`` (partial entries not being computed count and go first)."""
+        entries = self.entries()
+        total = sum(e["bytes"] for e in entries)
+        removed = []
+        order = sorted(entries, key=lambda e: (e["state"] == "complete", e["last_used"]))
+        for e in order:
+            if total <= max_bytes:
+                break
+            freed = self.remove(e["key"])
+            if freed or not Path(e["path"]).exists():
+                total -= e["bytes"]
+                removed.append(e["key"])
+        return removed
+
+    def clear(self) -> int:
+        """Delete every entry (and stray temporary files); returns the number of keys
+        removed. Partial entries being computed by a live process are left alone."""
+        if not self.path.is_dir():
+            return 0
+        keys = set()
+        for p in self.path.iterdir():
+            head = p.name.split(".", 1)[0]
+            if len(head) == 32 and all(ch in "0123456789abcdef" for ch in head):
+                keys.add(head)
+                if ".tmp" in p.name:
+                    _unlink(p)
+        for key in sorted(keys):
+            self.remove(key)
+        return len(keys)
+
+
+def _disk_free(path: Path):
+    import shutil
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _match_series(full: np.ndarray, fpx: np.ndarray, fpy):
+    """Indices into the full set for the rows (and columns): distinct samples, the k-th
+    copy of a repeated series matched to its k-th copy. None if impossible."""
+    pos = {}
+    for i, row in enumerate(full):
+        pos.setdefault(row.tobytes(), []).append(i)
+    used = {k: 0 for k in pos}
+
+    def assign(fps):
+        out = np.empty(len(fps), dtype=np.int64)
+        for a, row in enumerate(fps):
+            k = row.tobytes()
+            lst = pos.get(k)
+            if lst is None or used[k] >= len(lst):
+                return None
+            out[a] = lst[used[k]]
+            used[k] += 1
+        return out
+
+    r = assign(fpx)
+    if r is None:
+        return None
+    if fpy is None:
+        return r, None
+    c = assign(fpy)
+    return None if c is None else (r, c)
+
+
+# -- the `rntk cache` command -------------------------------------------------------------
+
+def _table(rows, headers) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _when(t) -> str:
+    if t is None:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def _cmd_ls(store: GramStore, args) -> int:
+    entries = store.entries()
+    if args.json:
+        print(json.dumps(entries, indent=1, default=str))
+        return 0
+    if not entries:
+        print(f"{store.path}: empty")
+        return 0
+    rows = []
+    for e in sorted(entries, key=lambda e: -e["last_used"]):
+        shape = "x".join(map(str, e["shape"])) if "shape" in e else "?"
+        state = e["state"]
+        if state == "partial" and "n_tiles" in e:
+            state = f"partial {e['tiles_done']}/{e['n_tiles']}"
+        rows.append((e["key"][:12], state, shape, e.get("mode", "?"),
+                     _fmt_bytes(e["bytes"]), _kernel_short(e.get("kernel", {}))
+                     if "kernel" in e else "-", _when(e["last_used"])))
+    print(_table(rows, ("KEY", "STATE", "SHAPE", "MODE", "SIZE", "HYPERPARAMETERS",
+                        "LAST USED")))
+    total = sum(e["bytes"] for e in entries)
+    print(f"{len(entries)} entries, {_fmt_bytes(total)} in {store.path}")
+    return 0
+
+
+def _cmd_info(store: GramStore, args) -> int:
+    print(json.dumps(store.info(args.key), indent=1, default=str))
+    return 0
+
+
+def _cmd_verify(store: GramStore, args) -> int:
+    results = store.verify(remove=args.remove)
+    bad = 0
+    for key, ok, msg in results:
+        print(f"{key[:12]}  {'ok' if ok else 'CORRUPT'}  {'' if ok else msg}".rstrip())
+        bad += not ok
+    print(f"{len(results)} entries checked, {bad} corrupt")
+    return 1 if bad else 0
+
+
+def _cmd_prune(store: GramStore, args) -> int:
+    removed = store.prune(args.max_bytes)
+    for k in removed:
+        print(f"removed {k[:12]}")
+    print(f"{len(removed)} removed; {_fmt_bytes(store.total_bytes())} left in {store.path}")
+    return 0
+
+
+def _cmd_clear(store: GramStore, args) -> int:
+    n = store.clear()
+    print(f"removed {n} entries from {store.path}")
+    return 0
+
+
+_ACTIONS = {"ls": _cmd_ls, "info": _cmd_info, "verify": _cmd_verify,
+            "prune": _cmd_prune, "clear": _cmd_clear}
+
+
+def register(subparsers) -> None:
+    """Add ``rntk cache {ls,info,verify,prune,clear}`` to the ``rntk`` command."""
+    p = subparsers.add_parser(
+        "cache", help="inspect and manage the on-disk Gram store",
+        description="Inspect and manage the Gram store (default directory: "
+                    "$RNTK_CACHE_DIR, else ./cache).")
+    p.add_argument("--dir", default=None, help="store directory")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", default=argparse.SUPPRESS, help="store directory")
+    sub = p.add_subparsers(dest="cache_command", metavar="ACTION")
+    ls = sub.add_parser("ls", parents=[common], help="list entries: size, shape, "
+                        "hyperparameters, last used")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    info = sub.add_parser("info", parents=[common], help="all metadata of one entry")
+    info.add_argument("key", help="entry key (a unique prefix is enough)")
+    ver = sub.add_parser("verify", parents=[common],
+                         help="read every entry and check its checksums (exit 1 if any "
+                              "is corrupt)")
+    ver.add_argument("--remove", action="store_true", help="delete corrupt entries")
+    pr = sub.add_parser("prune", parents=[common],
+                        help="delete least recently used entries down to a size")
+    pr.add_argument("--max-bytes", required=True, type=_parse_bytes, metavar="N",
+                    help="size to keep, e.g. 20G, 500M or a number of bytes")
+    sub.add_parser("clear", parents=[common], help="delete every entry")
+    p.set_defaults(func=_cli, _cache_parser=p)
+
+
+def _cli(args) -> int:
+    action = getattr(args, "cache_command", None)
+    if action is None:
+        args._cache_parser.print_help()
+        return 0
+    store = GramStore(args.dir) if args.dir else GramStore()
+    return _ACTIONS[action](store, args)

@@ -1,0 +1,209 @@
+"""Benchmark of the HDF5 Gram store (issue 4); results go to BENCHMARKS.md.
+
+Measures
+  1. a cache hit against computing (N=5000 series of length T=100 by default; target:
+     the hit at least 50x faster);
+  2. the overhead of caching on a cold computation (target: under 5 %), as the median
+     of alternating runs of ``gram(X)`` and ``gram(X, cache=<empty store>)``;
+  3. the crash test: SIGKILLs at random moments (kills tried, resumes that matched,
+     corrupt reads served -- must be 0) and random byte damage / truncation of a stored
+     entry (damage served -- must be 0), through tests/_store_worker.py;
+  4. with ``--oocore``: an out-of-core Gram (default N=40,000 series of length 10: two
+     12.8 GB matrices on disk), its peak RSS (target: under 2 GB), and slicing it.
+
+Usage::
+
+    python scripts/bench_store.py --out results/store            # 1-3
+    python scripts/bench_store.py --out results/store --oocore   # + 4 (needs ~26 GB disk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rntk_numba import RNTK, GramStore, gram
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE.parent / "tests" / "_store_worker.py"
+
+
+def data(n, T, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.standard_normal((n, T)), axis=1) / np.sqrt(T)
+
+
+def hit_and_overhead(n, T, reps, n_jobs, root):
+    X = data(n, T)
+    k = RNTK()
+    gram(X[:50], kernel=k, n_jobs=n_jobs)                    # compile / load
+    plain, cached = [], []
+    for r in range(reps):                                    # alternate: fair to both
+        t0 = time.perf_counter()
+        G = gram(X, kernel=k, n_jobs=n_jobs)
+        plain.append(time.perf_counter() - t0)
+        d = Path(tempfile.mkdtemp(dir=root))
+        t0 = time.perf_counter()
+        Gc = gram(X, kernel=k, n_jobs=n_jobs, cache=d)
+        cached.append(time.perf_counter() - t0)
+        assert np.array_equal(G, Gc)
+        if r < reps - 1:
+            shutil.rmtree(d)
+    store = GramStore(d)
+    hits = []
+    for _ in range(max(5, reps)):
+        t0 = time.perf_counter()
+        Gh = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
+        hits.append(time.perf_counter() - t0)
+        assert np.array_equal(G, Gh)
+    assert store.stats["hits"] == len(hits)
+    size = sum(p.stat().st_size for p in d.iterdir())
+    shutil.rmtree(d)
+    t_plain, t_cached, t_hit = (statistics.median(x) for x in (plain, cached, hits))
+    return {"n": n, "T": T, "n_jobs": n_jobs, "reps": reps,
+            "plain_s": plain, "cached_cold_s": cached, "hit_s": hits,
+            "median_plain_s": t_plain, "median_cached_cold_s": t_cached,
+            "median_hit_s": t_hit, "hit_speedup": t_plain / t_hit,
+            "cold_overhead_pct": 100 * (t_cached / t_plain - 1),
+            "entry_bytes": size}
+
+
+def worker(mode, root, *extra):
+    d = tempfile.mkdtemp(dir=root)
+    try:
+        res = subprocess.run([sys.executable, str(WORKER), mode, d, *map(str, extra)],
+                             capture_output=True, text=True, check=True,
+                             env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def oocore_child(args):
+    """Run in a fresh process so that ru_maxrss is this computation's peak."""
+    X = data(args.oocore_n, args.oocore_T, seed=1)
+    k = RNTK()
+    store = GramStore(args.dir)
+    gram(X[:50], kernel=k, n_jobs=args.n_jobs)
+    t0 = time.perf_counter()
+    G = store.gram(X, kernel=k, n_jobs=args.n_jobs, progress=args.progress)
+    t_cold = time.perf_counter() - t0
+    rss_cold = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rows = np.random.default_rng(0).choice(args.oocore_n, 500, replace=False)
+    t0 = time.perf_counter()
+    sub = G.take(rows, rows)
+    t_take = time.perf_counter() - t0
+    check = gram(X[rows], kernel=k, n_jobs=args.n_jobs)
+    G.close()
+    t0 = time.perf_counter()
+    G = store.gram(X, kernel=k, n_jobs=args.n_jobs)      # a hit: a handle, no reading
+    t_hit = time.perf_counter() - t0
+    row = G[12345 % args.oocore_n]
+    G.close()
+    files = list(Path(args.dir).iterdir())
+    out = {"n": args.oocore_n, "T": args.oocore_T, "n_jobs": args.n_jobs,
+           "type": type(G).__name__, "cold_s": t_cold, "hit_open_s": t_hit,
+           "take_500x500_s": t_take, "take_matches_direct": bool(np.array_equal(sub, check)),
+           "row_len": int(row.size), "peak_rss_bytes": rss_cold,
+           "peak_rss_after_reads_bytes":
+               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+           "entry_bytes": sum(p.stat().st_size for p in files),
+           "entry_disk_bytes": sum(p.stat().st_blocks * 512 for p in files),
+           "matrix_bytes_one_kernel": 8 * args.oocore_n ** 2}
+    print(json.dumps(out))
+
+
+def oocore(args, root):
+    d = tempfile.mkdtemp(dir=root)
+    need = 16 * args.oocore_n ** 2 + (1 << 30)
+    free = shutil.disk_usage(d).free
+    if free < need:
+        shutil.rmtree(d)
+        return {"skipped": f"needs {need / 2**30:.1f} GiB free, {free / 2**30:.1f} GiB "
+                           f"available in {root}"}
+    try:
+        cmd = [sys.executable, __file__, "--oocore-child", "--dir", d,
+               "--oocore-n", str(args.oocore_n), "--oocore-T", str(args.oocore_T),
+               "--n-jobs", str(args.n_jobs)] + (["--progress"] if args.progress else [])
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="results/store", help="output directory")
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--T", type=int, default=100)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--n-jobs", type=int, default=None)
+    p.add_argument("--kills", type=int, default=200)
+    p.add_argument("--fuzz-rounds", type=int, default=300)
+    p.add_argument("--tmp", default=None, help="where stores are created (default: --out)")
+    p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--oocore", action="store_true", help="also run the out-of-core case")
+    p.add_argument("--oocore-n", type=int, default=40000)
+    p.add_argument("--oocore-T", type=int, default=10)
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--oocore-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--dir", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.n_jobs is None:
+        args.n_jobs = len(os.sched_getaffinity(0))
+    if args.oocore_child:
+        return oocore_child(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(args.tmp) if args.tmp else out
+    root.mkdir(parents=True, exist_ok=True)
+    res = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                       "platform": platform.platform()},
+           "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    if not args.skip_timing:
+        res["timing"] = hit_and_overhead(args.n, args.T, args.reps, args.n_jobs, root)
+        t = res["timing"]
+        print(f"N={t['n']} T={t['T']} n_jobs={t['n_jobs']}: compute "
+              f"{t['median_plain_s']:.3f} s, cold with cache {t['median_cached_cold_s']:.3f} s "
+              f"({t['cold_overhead_pct']:+.1f} %), hit {t['median_hit_s'] * 1e3:.1f} ms "
+              f"({t['hit_speedup']:.0f}x faster)", flush=True)
+    res["crash"] = worker("crash", root, "--kills", args.kills, "--seed", 11)
+    c = res["crash"]
+    print(f"crash: {c['kills']} kills ({c['killed_running']} mid-run, {c['partial_left']} "
+          f"left a partial entry), {c['resumes_matched']}/{c['resumed_runs']} resumed runs "
+          f"matched bit for bit, corrupt reads served: {c['corrupt_served']}, complete "
+          f"entries failing checks: {c['corrupt_detected']}", flush=True)
+    res["fuzz"] = worker("fuzz", root, "--rounds", args.fuzz_rounds, "--seed", 12)
+    f = res["fuzz"]
+    print(f"damage: {f['rounds']} rounds ({f['overwrites']} overwrites, {f['truncations']} "
+          f"truncations): {f['detected']} detected and recomputed, {f['served_wrong']} "
+          f"served wrong", flush=True)
+    if args.oocore:
+        res["oocore"] = oocore(args, root)
+        o = res["oocore"]
+        if "skipped" in o:
+            print("out of core: skipped,", o["skipped"])
+        else:
+            print(f"out of core N={o['n']} T={o['T']}: {o['cold_s']:.0f} s, peak RSS "
+                  f"{o['peak_rss_bytes'] / 2**30:.2f} GiB, entry "
+                  f"{o['entry_bytes'] / 2**30:.1f} GiB, 500x500 take "
+                  f"{o['take_500x500_s']:.2f} s (matches: {o['take_matches_direct']})")
+    path = out / "bench_store.json"
+    path.write_text(json.dumps(res, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

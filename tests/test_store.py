@@ -1,0 +1,641 @@
+"""The HDF5 Gram store: keys, metadata, resume, crash safety, corruption, concurrency,
+disk-full / read-only handling, sub-matrices, out-of-core handles, the CLI."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import rntk_numba
+import rntk_numba.store as S
+from rntk_numba import RNTK, gram
+from rntk_numba.cli import main as cli
+from rntk_numba.store import CacheWarning, CorruptEntryError, GramArray, GramStore
+
+WORKER = str(Path(__file__).with_name("_store_worker.py"))
+K = RNTK(sigma_b=0.2, sigma_h=0.4, n_layers=2)
+
+
+def series(n=14, seed=0, m=1, lo=3, hi=25):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((int(rng.integers(lo, hi)), m)) for _ in range(n)]
+
+
+def ref(X, Y=None, kernel=K):
+    return gram(X, Y, kernel=kernel, kind="both", n_jobs=1)
+
+
+def same(a, b):
+    return all(np.array_equal(np.asarray(x), y) for x, y in zip(a, b))
+
+
+@pytest.fixture
+def store(tmp_path):
+    return GramStore(tmp_path / "store")
+
+
+def run_worker(*args, timeout=120):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    res = subprocess.run([sys.executable, WORKER, *map(str, args)], capture_output=True,
+                         text=True, timeout=timeout, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+def test_hit_returns_the_computed_matrix_and_kind_only_selects(store):
+    X = series()
+    ntk = store.gram(X, kernel=K)
+    assert store.stats["misses"] == 1 and store.stats["hits"] == 0
+    expect = ref(X)
+    assert np.array_equal(ntk, expect[0])
+    # both kernels were stored by the first call: every kind is a hit
+    assert np.array_equal(store.gram(X, kernel=K, kind="nngp"), expect[1])
+    assert same(store.gram(X, kernel=K, kind="both"), expect)
+    assert store.stats["hits"] == 2 and store.stats["misses"] == 1
+    assert store.stats["tiles_computed"] > 0
+    # equal inputs in another layout / dtype hit the same entry
+    Xi = [np.round(5 * x).astype(np.int32) for x in X]
+    Xf = [x.astype(np.float64) for x in Xi]
+    a = store.gram(Xf, kernel=K)
+    padded = rntk_numba.to_padded(Xi)
+    b = store.gram(padded, kernel=K)
+    assert np.array_equal(a, b) and store.stats["hits"] == 3
+
+
+def test_every_key_component_misses(store, monkeypatch):
+    X = series(8)
+    Y = series(5, seed=1)
+    base = store.key(X, kernel=K)
+    X_val = [x.copy() for x in X]
+    X_val[3][2, 0] = np.nextafter(X_val[3][2, 0], np.inf)        # one ulp
+    X_len = [x.copy() for x in X]
+    X_len[5] = X_len[5][:-1]                                     # one step shorter
+    X_m = [np.hstack([x, x]) for x in X]                         # two channels
+    variants = {
+        "value": store.key(X_val, kernel=K),
+        "length": store.key(X_len, kernel=K),
+        "channels": store.key(X_m, kernel=K),
+        "order": store.key(X[::-1], kernel=K),
+        "cross": store.key(X, X, kernel=K),
+        "cross Y": store.key(X, Y, kernel=K),
+        "cross Y value": store.key(X, [y + 1e-12 for y in Y], kernel=K),
+    }
+    for name, value in [("sigma_w", 1.3), ("sigma_u", 0.7), ("sigma_b", 0.3),
+                        ("sigma_h", 0.0), ("sigma_v", 2.0), ("n_layers", 3),
+                        ("activation", "erf")]:
+        variants[name] = store.key(X, kernel=K.replace(**{name: value}))
+    variants["sigma_w ulp"] = store.key(
+        X, kernel=K.replace(sigma_w=np.nextafter(K.sigma_w, 2)))
+    monkeypatch.setattr(rntk_numba.params, "FORMULA_VERSION",
+                        rntk_numba.params.FORMULA_VERSION + 1)
+    variants["formula"] = store.key(X, kernel=K)
+    monkeypatch.undo()
+    keys = list(variants.values())
+    assert base not in keys, [n for n, k in variants.items() if k == base]
+    assert len(set(keys)) == len(keys)
+    assert store.key(X, kernel=K) == base
+    # and a changed value really is a miss that computes the right matrix
+    store.gram(X, kernel=K)
+    got = store.gram(X_val, kernel=K, kind="both")
+    assert store.stats["misses"] == 2 and same(got, ref(X_val))
+    # formula version: the old entry is not served
+    monkeypatch.setattr(rntk_numba.params, "FORMULA_VERSION",
+                        rntk_numba.params.FORMULA_VERSION + 1)
+    store.gram(X, kernel=K)
+    assert store.stats["misses"] == 3
+
+
+def test_metadata_beside_each_entry(store):
+    X, Y = series(7), series(4, seed=2, lo=30, hi=40)
+    store.gram(X, Y, kernel=K, kind="nngp")
+    key = store.key(X, Y, kernel=K)
+    with store.lookup(X, Y, kernel=K) as e:
+        meta = e.meta
+        assert e.shape == (7, 4) and not e.symmetric and e.kernel == K
+        assert np.array_equal(e.aux("y_lengths"), [len(y) for y in Y])
+    assert meta["kernel"] == K.to_dict() and meta["canonical"] == K.canonical
+    assert meta["shape"] == [7, 4] and meta["mode"] == "cross"
+    assert meta["formula_version"] == rntk_numba.params.FORMULA_VERSION
+    assert meta["engine_version"] == rntk_numba.__version__
+    assert meta["compute_seconds"] >= 0 and meta["created"].endswith("Z")
+    assert meta["y_lengths"][0] >= 30 and meta["x_fingerprint"] != meta["y_fingerprint"]
+    side = json.loads((store.path / f"{key}.json").read_text())
+    assert side["key"] == key and side["kernel"] == K.to_dict()
+    # nothing but the entry and its lock remain
+    names = sorted(p.name for p in store.path.iterdir())
+    assert names == [f"{key}.h5", f"{key}.json", f"{key}.lock"]
+
+
+def test_gram_cache_argument(tmp_path, monkeypatch):
+    X = series(9)
+    expect = ref(X)
+    got = gram(X, kernel=K, kind="both", cache=tmp_path / "c")
+    assert same(got, expect)
+    assert len(list((tmp_path / "c").glob("*.h5"))) == 1
+    monkeypatch.setenv("RNTK_CACHE_DIR", str(tmp_path / "env"))
+    assert S.default_cache_dir() == tmp_path / "env"
+    assert np.array_equal(gram(X, kernel=K, cache=True), expect[0])
+    assert len(list((tmp_path / "env").glob("*.h5"))) == 1
+    monkeypatch.delenv("RNTK_CACHE_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert S.default_cache_dir() == tmp_path / "cache"
+    st = GramStore(tmp_path / "x")
+    assert S.as_store(st) is st and S.as_store(str(tmp_path)).path == tmp_path
+    with pytest.raises(TypeError, match="cache must be"):
+        S.as_store(3)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="not a directory"):
+        GramStore(tmp_path / "afile")
+
+
+# -- resume ------------------------------------------------------------------------------
+
+def interrupt_after(monkeypatch, k):
+    """Make the store's run_tiles raise KeyboardInterrupt after k finished tiles."""
+    orig = S.run_tiles
+
+    def run(problem, tiles, on_tile, **kw):
+        count = [0]
+
+        def cb(t, a, b):
+            if count[0] == k:
+                raise KeyboardInterrupt
+            count[0] += 1
+            on_tile(t, a, b)
+        return orig(problem, tiles, cb, **kw)
+    monkeypatch.setattr(S, "run_tiles", run)
+
+
+@pytest.mark.parametrize("ooc", [False, True], ids=["in-memory", "out-of-core"])
+@pytest.mark.parametrize("Ymode", [None, "cross"])
+def test_resume_computes_only_missing_tiles_bit_identical(store, monkeypatch, Ymode, ooc):
+    X = series(30, lo=2, hi=30)
+    Y = None if Ymode is None else series(11, seed=5)
+    interrupt_after(monkeypatch, 9)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, Y, kernel=K, tile_size=4, n_jobs=2, out_of_core=ooc)
+    monkeypatch.undo()
+    key = store.key(X, Y, kernel=K)
+    assert not store._final(key).exists()
+    header, done = S._parse_journal(store._journal(key))
+    n_tiles = len(header["tiles"])
+    assert len(done) == 9 and n_tiles > 20
+    (e,) = store.entries()
+    assert e["state"] == "partial" and e["tiles_done"] == 9
+    # resume with another tile_size: the stored plan is reused
+    fresh = GramStore(store.path)
+    got = fresh.gram(X, Y, kernel=K, kind="both", tile_size=7, n_jobs=1, out_of_core=ooc)
+    assert fresh.stats["tiles_resumed"] == 9
+    assert fresh.stats["tiles_computed"] == n_tiles - 9
+    assert isinstance(got[0], GramArray) == ooc
+    assert same(got, ref(X, Y))
+    if ooc:
+        for g in got:
+            g.close()
+    with fresh.lookup(X, Y, kernel=K) as entry:
+        assert entry.meta["n_tiles"] == n_tiles and entry.meta["tiles_resumed"] == 9
+        assert same((entry.read("ntk"), entry.read("nngp")), ref(X, Y))
+    assert [p.name for p in store.path.iterdir() if not p.name.endswith(
+        (".h5", ".json", ".lock"))] == []
+
+
+@pytest.mark.parametrize("where", ["data", "mirror"])
+def test_resume_recomputes_a_damaged_tile(store, monkeypatch, where):
+    X = series(24)
+    interrupt_after(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, kernel=K, tile_size=4, n_jobs=1)
+    monkeypatch.undo()
+    key = store.key(X, kernel=K)
+    header, done = S._parse_journal(store._journal(key))
+    victim = [i for i in sorted(done) if not header["tiles"][i][4]][1]   # off-diagonal
+    r0, r1, c0, c1 = header["tiles"][victim][:4]
+    with h5py.File(store._partial(key), "r+") as f:
+        if where == "data":
+            f["nngp"][r0, c1 - 1] += 1.0
+        else:
+            f["ntk"][c0 + 1, r0] *= 1 + 2 ** -50
+    fresh = GramStore(store.path)
+    got = fresh.gram(X, kernel=K, kind="both", out_of_core=False)
+    assert fresh.stats["tiles_resumed"] == 5
+    assert fresh.stats["tiles_computed"] == len(header["tiles"]) - 5
+    assert same(got, ref(X))
+
+
+@pytest.mark.parametrize("what", ["partial", "journal"])
+def test_unusable_partial_is_restarted(store, monkeypatch, what):
+    X = series(12)
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, kernel=K, tile_size=3)
+    monkeypatch.undo()
+    key = store.key(X, kernel=K)
+    victim = store._partial(key) if what == "partial" else store._journal(key)
+    victim.write_bytes(b"not what it was")
+    with pytest.warns(CacheWarning, match="unusable partial"):
+        got = store.gram(X, kernel=K, kind="both", out_of_core=False)
+    assert same(got, ref(X)) and store._final(key).exists()
+
+
+def test_partial_started_in_memory_resumes_out_of_core(store, monkeypatch):
+    X = series(16)
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, kernel=K, tile_size=3)
+    monkeypatch.undo()
+    small = GramStore(store.path, memory_budget=100)
+    G = small.gram(X, kernel=K)
+    assert isinstance(G, GramArray) and np.array_equal(G[:], ref(X)[0])
+    assert small.stats["tiles_resumed"] == 3
+    G.close()
+
+
+def test_sigkill_at_random_moments_never_leaves_a_wrong_entry(tmp_path):
+    out = run_worker("crash", tmp_path, "--kills", 25, "--seed", 1)
+    assert out["kills"] >= 25
+    assert out["corrupt_served"] == 0 and out["corrupt_detected"] == 0
+    assert out["killed_running"] >= 8 and out["partial_left"] >= 5
+    assert out["resumed_runs"] >= 1
+    assert out["resumes_matched"] == out["resumed_runs"]
+
+
+# -- corruption ------------------------------------------------------------------------------
+
+def stored_path(store, X, Y=None):
+    return store._final(store.key(X, Y, kernel=K))
+
+
+def test_overwritten_bytes_are_detected_and_recomputed(store):
+    X = series(40, lo=5, hi=12)
+    expect = ref(X)
+    store.gram(X, kernel=K)
+    path = stored_path(store, X)
+    with h5py.File(path, "r") as f:
+        off = f["nngp"].id.get_offset()
+    with open(path, "r+b") as fh:            # damage row 17 of the NNGP
+        fh.seek(off + 8 * (17 * 40 + 3))
+        fh.write(b"\x00\x01\x02")
+    assert cli(["cache", "--dir", str(store.path), "verify"]) == 1
+    fresh = GramStore(store.path)
+    with pytest.warns(CacheWarning, match="checksum mismatch in nngp"):
+        got = fresh.gram(X, kernel=K, kind="both")
+    assert same(got, expect)
+    assert fresh.stats["corrupt"] == 1 and fresh.stats["misses"] == 1
+    assert cli(["cache", "--dir", str(store.path), "verify"]) == 0
+    # damaged metadata (the superblock) is detected as well
+    with open(path, "r+b") as fh:
+        fh.seek(20)
+        fh.write(b"\xff\xfe")
+    with pytest.warns(CacheWarning, match="corrupt entry"):
+        assert np.array_equal(GramStore(store.path).gram(X, kernel=K), expect[0])
+
+
+def test_truncated_file_is_detected_and_recomputed(store):
+    X = series(20)
+    expect = ref(X)
+    store.gram(X, kernel=K)
+    path = stored_path(store, X)
+    size = path.stat().st_size
+    for cut in (size - 100, size // 2, 10, 0):
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)
+        with pytest.warns(CacheWarning, match="corrupt entry"):
+            got = store.gram(X, kernel=K, kind="both")
+        assert same(got, expect)
+        with GramStore(store.path).lookup(X, kernel=K) as e:      # stored again
+            e.verify()
+
+
+def test_random_damage_is_never_served(tmp_path):
+    out = run_worker("fuzz", tmp_path, "--rounds", 60, "--seed", 4)
+    assert out["rounds"] == 60 and out["errors"] == 0
+    assert out["served_wrong"] == 0
+    assert out["detected"] >= 30
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+def test_two_processes_at_once(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    procs = [subprocess.Popen([sys.executable, WORKER, "race", str(d), str(tmp_path / f"{i}.npy")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for i in range(2)]
+    time.sleep(1.5)                     # both imported and polling
+    (d / "go").touch()
+    stats = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        stats.append(json.loads(out.strip().splitlines()[-1]))
+    sys.path.insert(0, str(Path(WORKER).parent))
+    try:
+        import _store_worker as w
+    finally:
+        sys.path.pop(0)
+    X, kernel = w.problem(0, 48)
+    expect = w.reference(X, kernel)
+    for i in range(2):
+        got = np.load(tmp_path / f"{i}.npy")
+        assert np.array_equal(got[0], expect[0]) and np.array_equal(got[1], expect[1])
+    store = GramStore(d)
+    with store.lookup(X, kernel=kernel) as e:
+        e.verify()
+        n_tiles = e.meta["n_tiles"]
+    computed = sum(s.get("tiles_computed", 0) for s in stats)
+    assert n_tiles <= computed <= 2 * n_tiles
+    assert sum(s.get("hits", 0) for s in stats) + sum(s.get("misses", 0) for s in stats) == 2
+
+
+def test_lock_timeout_computes_without_storing(store):
+    X = series(6)
+    key = store.key(X, kernel=K)
+    store.path.mkdir(parents=True)
+    holder = S._KeyLock(store._lockfile(key)).acquire()
+    try:
+        impatient = GramStore(store.path, lock_timeout=0.2)
+        with pytest.warns(CacheWarning, match="waited"):
+            got = impatient.gram(X, kernel=K, kind="both")
+        assert same(got, ref(X)) and not store._final(key).exists()
+    finally:
+        holder.release()
+    store.gram(X, kernel=K)
+    assert store._final(key).exists()
+
+
+# -- disk full / read-only -----------------------------------------------------------------
+
+class read_only:
+    """Make a directory read-only for this process: chmod for a normal user; for root
+    (who ignores permissions) the immutable attribute, or skip if unavailable."""
+
+    def __init__(self, path):
+        self.path = path
+        self.root = hasattr(os, "geteuid") and os.geteuid() == 0
+
+    def __enter__(self):
+        if not self.root:
+            os.chmod(self.path, 0o555)
+            return self
+        try:
+            res = subprocess.run(["chattr", "+i", str(self.path)], capture_output=True)
+        except OSError:
+            res = None
+        if res is None or res.returncode != 0:
+            pytest.skip("running as root and chattr +i is unavailable: cannot make a "
+                        "directory read-only")
+        return self
+
+    def __exit__(self, *exc):
+        if self.root:
+            subprocess.run(["chattr", "-i", str(self.path)], check=True)
+        else:
+            os.chmod(self.path, 0o755)
+
+
+def test_read_only_directory(store):
+    X = series(10)
+    store.gram(X[:5], kernel=K)
+    interrupted = series(6, seed=9)
+    with read_only(store.path):
+        with pytest.raises(OSError):
+            (store.path / "probe").touch()
+        with pytest.warns(CacheWarning, match="cannot write"):
+            got = store.gram(X, kernel=K, kind="both")
+        assert same(got, ref(X))
+        with warnings.catch_warnings():             # a stored entry is still served
+            warnings.simplefilter("error")
+            assert np.array_equal(store.gram(X[:5], kernel=K), ref(X[:5])[0])
+        assert store.stats["hits"] == 1
+        with pytest.raises(OSError, match="out of core"):
+            GramStore(store.path, memory_budget=100).gram(interrupted, kernel=K)
+    assert len(list(store.path.glob("*.h5"))) == 1
+
+
+def test_unwritable_store_warns_and_returns_the_matrix(store, monkeypatch):
+    X = series(10)
+    store.gram(X[:5], kernel=K)          # an entry stored while writable
+    n_files = len(list(store.path.iterdir()))
+
+    def refuse(self):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(self.path))
+    monkeypatch.setattr(S._KeyLock, "acquire", refuse)
+    monkeypatch.setattr(os, "utime", lambda *a, **k: refuse(store))
+    with pytest.warns(CacheWarning, match="Read-only file system"):
+        got = store.gram(X, kernel=K, kind="both")
+    assert same(got, ref(X)) and len(list(store.path.iterdir())) == n_files
+    with warnings.catch_warnings():           # reading needs no write access
+        warnings.simplefilter("error")
+        assert np.array_equal(store.gram(X[:5], kernel=K), ref(X[:5])[0])
+    # out of core and too big for memory: a clear error instead
+    tiny = GramStore(store.path, memory_budget=100)
+    with pytest.raises(OSError, match="out of core"):
+        tiny.gram(X, kernel=K)
+
+
+def fail_writes_after(monkeypatch, k):
+    orig = S._Partial.write_tile
+    count = [0]
+
+    def write(self, tile, a, b):
+        if count[0] >= k:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        count[0] += 1
+        return orig(self, tile, a, b)
+    monkeypatch.setattr(S._Partial, "write_tile", write)
+
+
+def test_disk_full_mid_computation(store, monkeypatch):
+    X = series(20)
+    expect = ref(X)
+    fail_writes_after(monkeypatch, 5)
+    with pytest.warns(CacheWarning, match="No space left"):
+        got = store.gram(X, kernel=K, kind="both", tile_size=3)
+    assert same(got, expect)
+    key = store.key(X, kernel=K)
+    assert not store._final(key).exists()          # nothing looks complete
+    assert len(S._parse_journal(store._journal(key))[1]) == 5
+    monkeypatch.undo()                              # space freed: resume
+    fresh = GramStore(store.path)
+    assert same(fresh.gram(X, kernel=K, kind="both"), expect)
+    assert fresh.stats["tiles_resumed"] == 5 and store._final(key).exists()
+
+
+def test_disk_full_out_of_core(store, monkeypatch):
+    X = series(20)
+    expect = ref(X)
+    fail_writes_after(monkeypatch, 4)
+    # fits in memory: falls back to an in-memory result
+    with pytest.warns(CacheWarning, match="No space left"):
+        got = store.gram(X, kernel=K, kind="both", tile_size=3, out_of_core=True)
+    assert isinstance(got[0], np.ndarray) and same(got, expect)
+    # does not fit: a clear error, partial kept for later
+    small = GramStore(store.path, memory_budget=1000)
+    with pytest.raises(OSError, match="No space left"):
+        small.gram(X, kernel=K, tile_size=3)
+    key = store.key(X, kernel=K)
+    assert store._journal(key).exists() and not store._final(key).exists()
+    # not enough free space known up front: warned before computing
+    monkeypatch.undo()
+    monkeypatch.setattr(S, "_disk_free", lambda path: 10)
+    with pytest.warns(CacheWarning, match="not enough free space"):
+        assert np.array_equal(GramStore(store.path).gram(X[:7], kernel=K), ref(X[:7])[0])
+
+
+# -- sub-matrices --------------------------------------------------------------------------
+
+def test_gram_subset_is_a_slice_bit_for_bit(store):
+    X = series(36, lo=2, hi=30)
+    rng = np.random.default_rng(3)
+    perm = rng.permutation(36)
+    tr, te = perm[:25], perm[25:]
+    G_tr = store.gram_subset(X, tr, kernel=K)
+    computed = store.stats["tiles_computed"]
+    assert np.array_equal(G_tr, gram([X[i] for i in tr], kernel=K))
+    G_te = store.gram_subset(X, te, tr, kernel=K, kind="both")
+    assert same(G_te, ref([X[i] for i in te], [X[i] for i in tr]))
+    mask = np.zeros(36, bool)
+    mask[tr] = True
+    assert np.array_equal(store.gram_subset(X, mask, kernel=K, kind="nngp"),
+                          ref([X[i] for i in np.flatnonzero(mask)])[1])
+    assert store.stats["tiles_computed"] == computed       # no recomputation
+    with store.lookup(X, kernel=K) as e:
+        assert np.array_equal(e.take(te, tr), G_te[0])
+    with pytest.raises(IndexError, match="out of range"):
+        store.gram_subset(X, [0, 36], kernel=K)
+    with pytest.raises(IndexError, match="boolean mask"):
+        store.gram_subset(X, mask[:-1], kernel=K)
+
+
+def test_gram_of_a_subset_hits_the_cached_full_set(store):
+    X = series(30)
+    X = X + [X[4].copy(), X[9].copy()]            # duplicated series: distinct samples
+    store.gram(X, kernel=K)
+    computed = store.stats["tiles_computed"]
+    idx = [31, 4, 2, 9, 30, 17]                   # both copies of X[4] and of X[9]
+    sub = [X[i] for i in idx]
+    got = gram(sub, kernel=K, kind="both", cache=store)
+    assert same(got, ref(sub))
+    te = [X[i] for i in (1, 3, 5)]
+    tr = [X[i] for i in (0, 2, 4, 6, 31)]
+    assert same(store.gram(te, tr, kernel=K, kind="both"), ref(te, tr))
+    assert store.stats["subset_hits"] == 2 and store.stats["tiles_computed"] == computed
+    # a cross request pairing a sample with itself is not a slice: computed
+    overlap = store.gram([X[1]], [X[1], X[2]], kernel=K, kind="both")
+    assert same(overlap, ref([X[1]], [X[1], X[2]]))
+    assert store.stats["tiles_computed"] > computed
+
+
+# -- out of core -----------------------------------------------------------------------------
+
+def test_out_of_core_handle(store, monkeypatch):
+    monkeypatch.setattr(S, "BAND_BYTES", 4 * 45 * 8)             # 4-row bands
+    X = series(45, lo=2, hi=9)
+    expect = ref(X)
+    small = GramStore(store.path, memory_budget=45 * 45 * 8)     # < both kernels
+    G = small.gram(X, kernel=K)
+    assert isinstance(G, GramArray) and G.shape == (45, 45) and len(G) == 45
+    assert G._entry.band_rows == 4
+    A = expect[0]
+    keys = [3, -1, (2, 5), (np.int64(7), slice(None)), slice(2, 17), slice(None, None, -3),
+            [4, 1, 1, 40], ([1, 3], [2, 0]), (slice(None), [3, 1]), A[0] > A[0].mean(),
+            (slice(1, 30, 2), slice(None, None, -1)), (np.array([[1, 2], [3, 4]]), 0),
+            ([5, 6], slice(3, 9))]
+    for key in keys:
+        assert np.array_equal(G[key], A[key]), key
+    assert np.array_equal(G.read(), A) and np.array_equal(np.asarray(G), A)
+    assert np.array_equal(G.take([9, 2], [0, 44, 5]), A[np.ix_([9, 2], [0, 44, 5])])
+    with pytest.raises(IndexError):
+        G[..., 1]
+    with pytest.raises(IndexError):
+        G[45]
+    G.close()
+    ntk, nngp = small.gram(X, kernel=K, kind="both")
+    assert np.array_equal(nngp[:], expect[1]) and small.stats["hits"] == 1
+    ntk.close()
+    nngp.close()
+    # damage one band: reading it raises, the file is removed, the next call recomputes
+    path = stored_path(store, X)
+    with h5py.File(path, "r") as f:
+        off = f["ntk"].id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.seek(off + 8 * (44 * 45 + 1))
+        fh.write(b"\x13\x37")
+    G = small.gram(X, kernel=K)
+    assert np.array_equal(G[:3], A[:3])                          # untouched band
+    with pytest.warns(CacheWarning), pytest.raises(CorruptEntryError, match="checksum"):
+        G[44]
+    G.close()
+    assert not path.exists()
+    G = small.gram(X, kernel=K)
+    assert np.array_equal(G[:], A) and small.stats["misses"] == 2
+    G.close()
+
+
+# -- housekeeping ---------------------------------------------------------------------------
+
+def test_cli_ls_info_verify_prune_clear(store, capsys, monkeypatch):
+    d = str(store.path)
+    sets = [series(6 + i, seed=i) for i in range(3)]
+    keys = []
+    for i, X in enumerate(sets):
+        store.gram(X, kernel=K.replace(sigma_w=1.0 + i))
+        keys.append(store.key(X, kernel=K.replace(sigma_w=1.0 + i)))
+        os.utime(store._final(keys[-1]), (1e9 + i, 1e9 + i))    # last used: in order
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(series(9, seed=7), kernel=K, tile_size=2)
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli(["cache", "--dir", d, "ls"]) == 0
+    out = capsys.readouterr().out
+    for k in keys:
+        assert k[:12] in out
+    assert "complete" in out and "partial 2/" in out and "7x7" in out
+    assert "sw=1 " in out and "sw=3 " in out and "sh=0.4" in out and "LAST USED" in out
+    assert cli(["cache", "ls", "--dir", d, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 4
+    assert cli(["cache", "--dir", d, "info", keys[1][:10]]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["meta"]["kernel"]["sigma_w"] == 2.0 and info["shape"] == [7, 7]
+    assert cli(["cache", "--dir", d, "info", "zzzz"]) == 2
+    assert "no entry" in capsys.readouterr().err
+    assert cli(["cache", "--dir", d, "verify"]) == 0
+    assert "3 entries checked, 0 corrupt" in capsys.readouterr().out
+    sizes = {e["key"]: e["bytes"] for e in store.entries()}
+    keep = sizes[keys[1]] + sizes[keys[2]]
+    assert cli(["cache", "--dir", d, "prune", "--max-bytes", str(keep)]) == 0
+    left = {e["key"] for e in store.entries()}
+    assert left == {keys[1], keys[2]}                 # the partial and the LRU entry went
+    assert cli(["cache", "--dir", d, "prune", "--max-bytes", "1K"]) == 0
+    assert store.entries() == []
+    store.gram(sets[0], kernel=K)
+    assert cli(["cache", "--dir", d, "clear"]) == 0
+    assert list(store.path.iterdir()) == []
+    capsys.readouterr()
+    assert cli(["cache", "--dir", d, "ls"]) == 0 and "empty" in capsys.readouterr().out
+    assert cli(["cache"]) == 0 and "verify" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli(["cache", "prune", "--max-bytes", "lots"])
+    assert S._parse_bytes("1.5K") == 1536 and S._parse_bytes("2GiB") == 2 << 30
+
+
+def test_cli_default_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RNTK_CACHE_DIR", str(tmp_path / "envcache"))
+    gram(series(5), kernel=K, cache=True)
+    assert cli(["cache", "ls"]) == 0
+    assert "5x5" in capsys.readouterr().out
