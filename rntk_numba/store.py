@@ -7,10 +7,13 @@ data, a power cut in the middle of a write.
 
 Use
 ---
->>> from rntk_numba import RNTK, GramStore, gram                     # doctest: +SKIP
->>> store = GramStore("cache")                                       # doctest: +SKIP
->>> K = gram(X, kernel=RNTK(), cache=store)      # computed once, then read back
->>> K_fold = store.gram_subset(X, train_idx, kernel=RNTK())  # CV folds: slices
+::
+
+    from rntk_numba import RNTK, GramStore, gram
+    store = GramStore("cache")
+    K = gram(X, kernel=RNTK(), cache=store)        # computed once, then read back
+    K_tr = store.gram_subset(X, train_idx, kernel=RNTK())              # CV folds:
+    K_te = store.gram_subset(X, test_idx, train_idx, kernel=RNTK())    # slices
 
 ``gram(..., cache="some/dir")`` and ``cache=True`` (the default directory, see
 :func:`default_cache_dir`) work too.
@@ -45,9 +48,16 @@ A complete file has two float64 datasets ``ntk`` and ``nngp`` of the full (N, M)
 (a symmetric Gram is materialised, both triangles, so any slice reads directly), stored
 contiguously, plus ``crc_ntk`` / ``crc_nngp``: CRC-32 checksums of row bands of about
 1 MiB, the lengths and fingerprints of the data, per-series fingerprints (for subset
-look-ups), the tile plan, and attributes: hyperparameters, shapes, creation time,
-engine and library versions, compute time. HDF5 metadata is checksummed as well
-(HDF5 1.8 file format: superblock v2, object headers v2).
+look-ups), and the metadata as an attribute: hyperparameters, shapes, lengths, creation
+time, engine and library versions, compute time, tile counts, and CRC-32s of the small
+datasets. HDF5 metadata is checksummed as well (HDF5 1.8 file format: superblock v2,
+object headers v2; attributes are fixed-length strings, stored in the checksummed
+object header).
+
+The partial file is the future entry: its datasets are allocated up front, so each
+has a fixed file offset, and a finished tile and its mirror are written there with
+plain ``pwrite`` calls (what a killed process wrote is in the file; no HDF5 cache is
+involved), then journaled with CRC-32s of its two blocks.
 
 Guarantees
 ----------
@@ -587,6 +597,7 @@ class _KeyLock:
         self.stale_s = stale_s
         self._fd = None
         self._excl = None
+        self.waited = False             # had to wait for another holder
 
     def _try_flock(self) -> bool:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -658,6 +669,7 @@ class _KeyLock:
             elif self._try_excl():
                 return self
             waited = time.monotonic() - start
+            self.waited = True
             if self.timeout is not None and waited >= self.timeout:
                 raise TimeoutError(f"waited {waited:.0f} s for the lock {self.path}")
             if self.progress and not told and waited > 1.0:
@@ -1246,12 +1258,14 @@ class GramStore:
             self.path.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except TimeoutError as exc:
+            self.stats["lock_waits"] += 1
             return self._without_store(PX, PY, kernel, kind, n_jobs, progress, tile_size,
                                        ooc, f"{exc}; computing without storing")
         except OSError as exc:
             return self._without_store(PX, PY, kernel, kind, n_jobs, progress, tile_size,
                                        ooc, f"cannot write the store ({exc}); "
                                        f"computing without storing")
+        self.stats["lock_waits"] += lock.waited
         try:
             res = self._serve(key, shape, kind, ooc)     # done while we waited?
             if res is not None:
@@ -1463,23 +1477,43 @@ class GramStore:
         m = state["mem"]
         return select_kind(m["ntk"], m["nngp"], kind)
 
+    def _sidecars(self) -> list[dict]:
+        """The metadata side files of the store (parsed once per file version)."""
+        cache = self.__dict__.setdefault("_side_cache", {})
+        out, seen = [], set()
+        for side in self.path.glob("*.json"):
+            if side.name.count(".") != 1:
+                continue
+            try:
+                st = side.stat()
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                hit = cache.get(side.name)
+                if hit is None or hit[0] != stamp:
+                    hit = (stamp, json.loads(side.read_text()))
+                    cache[side.name] = hit
+            except (OSError, ValueError):
+                continue
+            seen.add(side.name)
+            if isinstance(hit[1], dict):
+                out.append(hit[1])
+        for name in set(cache) - seen:
+            del cache[name]
+        return out
+
     # subsets of a cached symmetric entry (the convenience path of gram(X_sub, cache=))
     def _from_superset(self, PX, PY, kernel, kind):
         if not self.path.is_dir():
             return None
         want = PX.n + (0 if PY is None else PY.n)
         candidates = []
-        for side in self.path.glob("*.json"):
-            if side.name.count(".") != 1:
-                continue
+        for meta in self._sidecars():
             try:
-                meta = json.loads(side.read_text())
                 if (meta.get("mode") == "sym" and meta.get("canonical") == kernel.canonical
                         and meta.get("formula_version") == params.FORMULA_VERSION
                         and meta.get("m") == PX.m and meta["shape"][0] >= want
                         and meta.get("format") == STORE_FORMAT):
                     candidates.append((meta["shape"][0], meta["key"]))
-            except (OSError, ValueError, KeyError, TypeError):
+            except (KeyError, TypeError, IndexError):
                 continue
         if not candidates:
             return None
@@ -1535,6 +1569,13 @@ class GramStore:
                         meta = e.meta
                 except (OSError, CorruptEntryError):
                     info["state"] = "unreadable"
+                else:                       # re-create the missing side file
+                    try:
+                        _atomic_write_text(self._sidecar(key),
+                                           json.dumps({k: v for k, v in meta.items()
+                                                       if k != "aux_crc"}, indent=1))
+                    except OSError:
+                        pass
             if meta is not None:
                 info.update(shape=tuple(meta["shape"]), mode=meta["mode"],
                             kernel=meta["kernel"], created=meta.get("created_unix"),
@@ -1613,6 +1654,8 @@ class GramStore:
             freed += final.stat().st_size
             _unlink(final)
         _unlink(self._sidecar(key))
+        for tmp in self.path.glob(f"{key}.*.tmp*"):      # left by a killed process
+            _unlink(tmp)
         lock = _KeyLock(self._lockfile(key), timeout=0)
         try:
             lock.acquire()

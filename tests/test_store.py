@@ -376,6 +376,45 @@ def test_lock_timeout_computes_without_storing(store):
     assert store._final(key).exists()
 
 
+def test_lock_fallback_without_flock(store, monkeypatch):
+    """Where fcntl.flock is unavailable, an O_EXCL lock file with host:pid is used; a
+    lock of a dead process is taken over, a live one is waited for."""
+    import socket
+    monkeypatch.setattr(S, "fcntl", None)
+    X = series(6)
+    key = store.key(X, kernel=K)
+    store.path.mkdir(parents=True)
+    excl = store.path / f"{key}.lock.excl"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    excl.write_text(f"{socket.gethostname()}:{dead.pid}")          # a dead owner
+    assert same(store.gram(X, kernel=K, kind="both"), ref(X))
+    assert store._final(key).exists() and not excl.exists()
+    Y = series(5, seed=3)
+    key_y = store.key(Y, kernel=K)
+    live = store.path / f"{key_y}.lock.excl"
+    live.write_text(f"{socket.gethostname()}:{os.getpid()}")       # alive: this process
+    impatient = GramStore(store.path, lock_timeout=0.3)
+    with pytest.warns(CacheWarning, match="waited"):
+        assert same(impatient.gram(Y, kernel=K, kind="both"), ref(Y))
+    assert not store._final(key_y).exists() and impatient.stats["lock_waits"] == 1
+    live.unlink()
+    store.gram(Y, kernel=K)
+    assert store._final(key_y).exists()
+
+
+def test_missing_side_file_is_recreated(store):
+    X = series(12)
+    store.gram(X, kernel=K)
+    key = store.key(X, kernel=K)
+    store._sidecar(key).unlink()
+    (e,) = store.entries()
+    assert e["state"] == "complete" and e["shape"] == (12, 12)
+    assert json.loads(store._sidecar(key).read_text())["key"] == key
+    assert np.array_equal(gram(X[3:9], kernel=K, cache=store), ref(X[3:9])[0])
+    assert store.stats["subset_hits"] == 1
+
+
 # -- disk full / read-only -----------------------------------------------------------------
 
 class read_only:
