@@ -160,7 +160,7 @@ class GradientFlow:
     def _outputs(self, f0, shape, name):
         if f0 is None:
             return np.zeros(shape)
-        f0 = np.asarray(f0, dtype=np.float64)
+        f0 = np.atleast_1d(np.asarray(f0, dtype=np.float64))
         if f0.size != shape[0] * shape[1] or f0.shape[0] != shape[0]:
             raise ValueError(f"{name} must have {shape[0]} rows matching the targets, "
                              f"got shape {f0.shape}")

@@ -59,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="results/dynamics", help="output directory")
     p.add_argument("--quick", action="store_true", help="a fast smoke run")
     p.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256, 1024])
-    p.add_argument("--seeds", type=int, default=3, help="networks per width")
+    p.add_argument("--seeds", type=int, default=5, help="networks per width")
     p.add_argument("--steps", type=int, default=600, help="gradient steps")
     p.add_argument("--record-every", type=int, default=10)
     p.add_argument("--lr-scale", type=float, default=0.5,
@@ -77,6 +77,8 @@ def parse_args(argv=None):
                    help="BLAS threads for the finite networks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--replot", action="store_true",
+                   help="only re-read dynamics.csv in --out and redo the table and PNG")
     args = p.parse_args(argv)
     if args.quick:
         args.widths = [16, 128]
@@ -181,6 +183,18 @@ def write_csv(rows, path):
                         for c in COLUMNS})
 
 
+def read_csv(path):
+    rows = []
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            r["width"] = r["width"] if r["width"] == "inf" else int(r["width"])
+            r["seed"] = int(r["seed"]) if r["seed"] != "" else ""
+            for c in ("step", "test_mse", "train_mse", "dev"):
+                r[c] = float(r[c]) if r[c] != "" else ""
+            rows.append(r)
+    return rows
+
+
 def _rnn(rows, width):
     sub = [r for r in rows if r["model"] == "rnn" and r["width"] == width]
     steps = sorted({r["step"] for r in sub})
@@ -224,7 +238,7 @@ def plot(rows, widths, path, lr):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11.5, 4.3))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11.5, 5.0))
     kern = sorted((r["step"], r["test_mse"]) for r in rows if r["model"] == "kernel")
     fin = [(s, v) for s, v in kern if math.isfinite(s) and s > 0]
     a1.plot(*zip(*fin), "k-", lw=2.4, label="infinite width (kernel, f0 = 0)")
@@ -244,10 +258,10 @@ def plot(rows, widths, path, lr):
         finals.append((w, dv[:, m].mean(axis=0), steps[m], dv[:, -1]))
     a1.set_xscale("log")
     a1.set_yscale("log")
-    a1.set_xlabel(f"gradient steps (lr = {lr:.3g}; kernel time s = steps)")
+    a1.set_xlabel("gradient steps (kernel time s = steps"
+                  + ("" if math.isnan(lr) else f", lr = {lr:.3g}") + ")")
     a1.set_ylabel("test MSE")
     a1.grid(True, which="both", alpha=0.3)
-    a1.legend(fontsize=7)
     for i, (w, d, s, last) in enumerate(finals):
         a2.plot(s, d, color=f"C{i}", label=f"width {w}")
     a2.set_xscale("log")
@@ -256,9 +270,11 @@ def plot(rows, widths, path, lr):
     a2.set_ylabel(r"$\|f_{net} - f_{kernel,f_0}\| / \|f_{kernel,f_0} - f_0\|$ (test)")
     a2.grid(True, which="both", alpha=0.3)
     a2.legend(fontsize=7)
+    handles, labels = a1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle("Finite RNNs trained by gradient descent vs the RNTK gradient-flow "
                  "prediction", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.11, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
@@ -267,8 +283,15 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
-    rows, lr = run(args)
-    write_csv(rows, os.path.join(args.out, "dynamics.csv"))
+    path = os.path.join(args.out, "dynamics.csv")
+    if args.replot:
+        rows = read_csv(path)
+        args.widths = sorted({r["width"] for r in rows if r["model"] == "rnn"})
+        args.steps = int(max(r["step"] for r in rows if r["model"] == "rnn"))
+        lr = float("nan")
+    else:
+        rows, lr = run(args)
+        write_csv(rows, path)
     print_table(rows, args.widths, args.steps)
     if not args.no_plot:
         plot(rows, args.widths, os.path.join(args.out, "dynamics.png"), lr)

@@ -394,7 +394,7 @@ def plot(rows, panels, path, title, metric="snr_db"):
     import matplotlib.pyplot as plt
 
     panels = [(s, x, lab) for s, x, lab in panels if any(r["sweep"] == s for r in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.2),
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0 * len(panels), 7.0), 4.6),
                              squeeze=False)
     colours = {"rntk": "C3", "rbf": "C0", "poly": "C2", "mlp_ntk": "C1", "pts": "0.4"}
     for ax, (sweep, x, label) in zip(axes[0], panels):
@@ -416,7 +416,9 @@ def plot(rows, panels, path, title, metric="snr_db"):
         ax.set_ylabel(f"test {metric.replace('_db', '')} (dB)")
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=2)
-    fig.suptitle(title, fontsize=10)
+    import textwrap
+    fig.suptitle("\n".join(textwrap.wrap(title, 110 if len(panels) > 1 else 80)),
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

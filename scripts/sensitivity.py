@@ -211,7 +211,7 @@ def plot(curves, args, path):
                 ax.plot(t, np.maximum(mean, 1e-30), lw=1.4,
                         label=f"{sym[panel]}={v:.3g} (flat {fl:.2f})")
             ax.set_yscale("log")
-            ax.set_ylim(1e-6, 2.0)
+            ax.set_ylim(1e-10, 2.0)
             k0 = items[0][1][0]
             fixed = (rf"$\sigma_w$={k0.sigma_w:.3g}, " if panel != "sigma_w" else "")
             ax.set_title(f"{act}: vary {sym[panel]} ({fixed}$\\sigma_u$=1)", fontsize=10)
