@@ -295,7 +295,8 @@ def main(argv=None):
     print_table(rows, args.widths, args.steps)
     if not args.no_plot:
         plot(rows, args.widths, os.path.join(args.out, "dynamics.png"), lr)
-    print(f"\nwrote {args.out}/dynamics.csv" + ("" if args.no_plot else " and dynamics.png")
+    verb = "re-read" if args.replot else "wrote"
+    print(f"\n{verb} {args.out}/dynamics.csv" + ("" if args.no_plot else ", wrote dynamics.png")
           + f" in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -366,26 +366,28 @@ def print_tables(rows, sweeps, metrics):
             s = summarise(rows, sweep, x, metric)
             xs = s[METHODS[0]][0]
             print(f"\n{metric} (mean +- std over repeats) against {x} [{sweep} sweep]")
-            print(f"{'method':18s}" + "".join(f"{x}={v:<10g}" if x != "n_train" else
-                                              f"n={v:<12d}" for v in xs))
+            print(f"{'method':20s}" + "".join(f"{f'{x}={v:g}':>20s}" for v in xs))
             for m in METHODS:
                 _, mu, sd = s[m]
-                print(f"{m:18s}" + "".join(f"{a:6.2f}+-{b:<5.2f}  " for a, b in zip(mu, sd)))
-            # the target: RNTK above every padded kernel
-            padded_best = [max(s[m][1][i] for m in METHODS if "_pad_" in m)
-                           for i in range(len(xs))]
-            lead = [s["rntk"][1][i] - padded_best[i] for i in range(len(xs))]
-            print(f"{'rntk - best padded':18s}" + "".join(f"{v:+7.2f}        " for v in lead))
-            # paired: in how many repeats the RNTK beats EVERY padded kernel
-            wins = []
-            for v in xs:
-                by_rep = {}
-                for r in rows:
-                    if r["sweep"] == sweep and r[x] == v:
-                        by_rep.setdefault(r["repeat"], {})[r["method"]] = r[metric]
-                wins.append((sum(d["rntk"] > max(d[m] for m in d if "_pad_" in m)
-                                 for d in by_rep.values()), len(by_rep)))
-            print(f"{'rntk wins, paired':18s}" + "".join(f"{a:>4d}/{b:<11d}" for a, b in wins))
+                print(f"{m:20s}" + "".join(f"{f'{a:6.2f}+-{b:.2f}':>20s}"
+                                           for a, b in zip(mu, sd)))
+            # the target: RNTK above the padded kernels; paired over repeats
+            for group in ("_pad_end", "_pad_start", "_pad_"):
+                cells = []
+                for v in xs:
+                    by_rep = {}
+                    for r in rows:
+                        if r["sweep"] == sweep and r[x] == v:
+                            by_rep.setdefault(r["repeat"], {})[r["method"]] = r[metric]
+                    d = [e["rntk"] - max(e[m] for m in e if group in m)
+                         for e in by_rep.values()]
+                    sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+                    cells.append(f"{np.mean(d):+.2f}+-{sd:.2f} ({sum(a > 0 for a in d)}/"
+                                 f"{len(d)})")
+                label = {"_pad_end": "rntk-best pad_end", "_pad_start": "rntk-best pad_start",
+                         "_pad_": "rntk-best padded"}[group]
+                print(f"{label:20s}" + "".join(f"{c:>20s}" for c in cells))
+            print("  (paired differences over repeats: mean+-std (RNTK wins/repeats))")
 
 
 def plot(rows, panels, path, title, metric="snr_db"):
@@ -467,7 +469,8 @@ def main(argv=None):
             plot(rows, panels, os.path.join(args.out, f"{name}_clean.png"),
                  title.replace("vs the noisy target", "vs the noise-free target"),
                  metric="snr_clean_db")
-    print(f"\nwrote {args.out}/{name}.csv" + ("" if args.no_plot else " and PNG")
+    verb = "re-read" if args.replot else "wrote"
+    print(f"\n{verb} {args.out}/{name}.csv" + ("" if args.no_plot else ", wrote the PNG")
           + f" in {time.perf_counter() - t0:.1f} s")
 
 

@@ -339,4 +339,4 @@ def test_scripts_quick_runs(tmp_path, capsys):
     assert {r["method"] for r in rows} == set(reg.METHODS)
     assert {int(r["T_var"]) for r in rows} == {0, 8}
     assert all(math.isfinite(float(r["snr_db"])) for r in rows)
-    assert "rntk - best padded" in capsys.readouterr().out
+    assert "rntk-best pad_end" in capsys.readouterr().out
