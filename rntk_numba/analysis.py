@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .params import ACTIVATIONS, RNTK
-from .sequences import PackedSequences, pack
+from .sequences import pack
 
 __all__ = [
     "GradientFlow",

@@ -10,14 +10,15 @@ noisy sine, predict the next value), small: ``--n-train`` training windows.
 * Expected test error of the infinitely wide network over random initialisations:
   its outputs at initialisation are a centred Gaussian process with the NNGP kernel,
   so ``E mse_s = mse(mean_s) + mean_j Var_s[j]`` with
-  ``f_s(X*) = mean_s + f0(X*) - A_s f0(X)``, ``A_s = Theta* Theta^-1 (I - exp(-lr Theta s))``
+  ``f_s(X*) = mean_s + f0(X*) - A_s f0(X)``,
+  ``A_s = Theta* Theta^-1 (I - exp(-lr Theta s))``
   (model ``kernel_expected``); this is what the finite networks' mean error approaches.
 * Finite RNNs of increasing width (``rntk_numba.finite.train_gd``: full-batch gradient
   descent on ``1/2 sum (f - y)^2``, same ``lr``, NTK parameterisation and
   initialisation), several seeds each. For each network the kernel prediction WITH ITS
   OWN initial outputs f0 is also computed; the relative deviation
 
-      dev(step) = || f_net(X_test) - f_kernel,f0(X_test) || / || f_kernel,f0(X_test) - f0(X_test) ||
+      dev(step) = || f_net(X*) - f_kernel,f0(X*) || / || f_kernel,f0(X*) - f0(X*) ||
 
   measures how closely the network follows the linearised infinite-width dynamics; it
   should shrink as the width grows (roughly like 1/sqrt(width)).
@@ -222,7 +223,8 @@ def print_table(rows, widths, n_steps):
     for w in widths:
         steps, te, dv = _rnn(rows, w)
         idx = [int(np.searchsorted(steps, p)) for p in picks]
-        print(f"{'rnn n=' + str(w):>14s}" + "".join(f"{te[:, i].mean():10.4g}" for i in idx))
+        print(f"{'rnn n=' + str(w):>14s}"
+              + "".join(f"{te[:, i].mean():10.4g}" for i in idx))
     print("\nrelative deviation from the kernel prediction with the network's own f0 "
           "(mean +- std over seeds)")
     print(f"{'width':>8s} {'at step ' + str(int(picks[2])):>18s} {'at the end':>18s}")
@@ -296,7 +298,8 @@ def main(argv=None):
     if not args.no_plot:
         plot(rows, args.widths, os.path.join(args.out, "dynamics.png"), lr)
     verb = "re-read" if args.replot else "wrote"
-    print(f"\n{verb} {args.out}/dynamics.csv" + ("" if args.no_plot else ", wrote dynamics.png")
+    print(f"\n{verb} {args.out}/dynamics.csv"
+          + ("" if args.no_plot else ", wrote dynamics.png")
           + f" in {time.perf_counter() - t0:.1f} s")
     return 0
 

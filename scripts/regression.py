@@ -384,7 +384,8 @@ def print_tables(rows, sweeps, metrics):
                     sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
                     cells.append(f"{np.mean(d):+.2f}+-{sd:.2f} ({sum(a > 0 for a in d)}/"
                                  f"{len(d)})")
-                label = {"_pad_end": "rntk-best pad_end", "_pad_start": "rntk-best pad_start",
+                label = {"_pad_end": "rntk-best pad_end",
+                         "_pad_start": "rntk-best pad_start",
                          "_pad_": "rntk-best padded"}[group]
                 print(f"{label:20s}" + "".join(f"{c:>20s}" for c in cells))
             print("  (paired differences over repeats: mean+-std (RNTK wins/repeats))")
