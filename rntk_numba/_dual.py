@@ -53,6 +53,17 @@ def _clip_unit(x):
 
 
 @jit_inline
+def _reduced_asin(y, w):
+    """For 0 <= y <= 1 and w = 1 - y: (t, big) with asin(y) = pi/2 - 2t if big else t
+    (and so acos(y) = 2t if big else pi/2 - t), without cancellation near y = 1."""
+    big = y > 0.5
+    z = w * 0.5 if big else y * y
+    s = math.sqrt(w * 0.5)
+    u = s if big else y
+    return _asin_core(u, z), big
+
+
+@jit_inline
 def relu_dual_cross(c, sqrt_ab, inv_sqrt_ab):
     """(V, V') of relu for Lam = [[a, c], [c, b]], given sqrt(a b) and 1 / sqrt(a b).
 
@@ -61,12 +72,8 @@ def relu_dual_cross(c, sqrt_ab, inv_sqrt_ab):
     """
     rho = _clip_unit(c * inv_sqrt_ab)
     y = abs(rho)
-    big = y > 0.5
     w = 1.0 - y
-    z = w * 0.5 if big else y * y
-    s = math.sqrt(w * 0.5)
-    u = s if big else y
-    r = _asin_core(u, z)
+    r, big = _reduced_asin(y, w)
     acos_y = 2.0 * r if big else HALF_PI - r          # arccos(|rho|)
     pi_minus_theta = acos_y if rho < 0.0 else PI - acos_y
     sin_theta = math.sqrt(w * (1.0 + y))
@@ -80,12 +87,8 @@ def erf_dual_cross(c, q_ab):
     """(V, V') of erf for Lam = [[a, c], [c, b]], given q_ab = 1 / sqrt((1+2a)(1+2b))."""
     r = _clip_unit(2.0 * c * q_ab)
     y = abs(r)
-    big = y > 0.5
     w = 1.0 - y
-    z = w * 0.5 if big else y * y
-    s = math.sqrt(w * 0.5)
-    u = s if big else y
-    t = _asin_core(u, z)
+    t, big = _reduced_asin(y, w)
     asin_y = HALF_PI - 2.0 * t if big else t
     asin_r = -asin_y if r < 0.0 else asin_y
     one_minus_r2 = w * (1.0 + y)
