@@ -719,10 +719,14 @@ class RNTKSearchCV(BaseEstimator):
             Gtr /= scale
             Gva /= scale
         out = np.empty(len(penalties))
-        for p, pen in enumerate(penalties):
-            est = _inner_for(self._classification, pen)
-            est.fit(Gtr, y[tr])
-            out[p] = scorer(est, Gva, y[va])
+        from sklearn import config_context
+        # the Gram was checked for finiteness once (fit); skip the per-fit re-checks,
+        # which dominate the cost of small folds
+        with config_context(assume_finite=True, skip_parameter_validation=True):
+            for p, pen in enumerate(penalties):
+                est = _inner_for(self._classification, pen)
+                est.fit(Gtr, y[tr])
+                out[p] = scorer(est, Gva, y[va])
         return out
 
     def fit(self, X, y):
@@ -763,6 +767,10 @@ class RNTKSearchCV(BaseEstimator):
             G = np.asarray(spec.gram(PX, n_jobs=self.n_jobs, cache=cache),
                            dtype=np.float64)
             self.gram_calls_ += 1
+            if not np.all(np.isfinite(G)):
+                i, j = np.argwhere(~np.isfinite(G))[0]
+                raise ValueError(f"the training Gram of {spec.label()} has a non-finite "
+                                 f"entry at ({i}, {j}): {G[i, j]}")
             t1 = time.perf_counter()
             Gcv = G
             if self.kernel_scaling == "cosine":

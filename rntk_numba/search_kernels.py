@@ -80,10 +80,16 @@ class KernelSpec:
     def replace(self, **changes) -> "KernelSpec":
         return dataclasses.replace(self, **changes)
 
+    #: Fields left out of ``label()`` while they hold their default value.
+    _quiet = ("sigma_v", "activation", "kind", "length")
+
     def label(self) -> str:
-        """Short human-readable form, e.g. ``RBF(gamma=1)``."""
+        """Short human-readable form, e.g. ``RBF(gamma=1)`` (the padded length and
+        secondary parameters at their defaults are left out)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         inner = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params().items()
-                          if k != "length" or v is not None)
+                          if k != "length" and not (k in self._quiet
+                                                    and v == defaults.get(k)))
         return f"{self.family}({inner})"
 
     def fixed_for(self, X) -> "KernelSpec":

@@ -418,6 +418,19 @@ def test_search_errors(ragged_task):
         RNTKSearchCV({"sigma_w": [1.4]}, cv=1).fit(X, y)
 
 
+def test_search_rejects_a_non_finite_gram(ragged_task, monkeypatch):
+    X, y, _, _ = ragged_task
+    original = RNTKSpec._matrix
+
+    def broken(self, PX, PY, **kw):
+        G = original(self, PX, PY, **kw)
+        G[3, 5] = np.nan
+        return G
+    monkeypatch.setattr(RNTKSpec, "_matrix", broken)
+    with pytest.raises(ValueError, match=r"non-finite entry at \(3, 5\)"):
+        RNTKSearchCV({"sigma_w": [1.4]}, C=[1.0], cv=3).fit(X, y)
+
+
 def test_search_through_the_store(ragged_task, tmp_path):
     pytest.importorskip("rntk_numba.store", reason="the Gram store is not available")
     X, y, Xt, yt = ragged_task

@@ -108,3 +108,62 @@ def test_paper_table1_is_reproduced_from_table2():
     assert round(m["NTK"]["mean"], 2) == 77.74
     assert round(m["RBF"]["mean"], 2) == 78.15
     assert round(m["POLY"]["mean"], 2) == 77.69
+
+
+# --------------------------------------------------------------------------- the benchmark
+SHARED_UCR = os.path.join(SHARED, "ucr")
+
+
+def _script():
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "ucr_classification.py")
+    spec = importlib.util.spec_from_file_location("ucr_classification", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_UCR), reason="../shared/ucr absent")
+def test_ucr_script_end_to_end_and_warm_rerun(tmp_path):
+    """scripts/ucr_classification.py on two small shared sets with the quick grids:
+    every output is written, consistent with the metrics module, and a rerun with a
+    warm cache gives the same table."""
+    pytest.importorskip("rntk_numba.store", reason="the Gram store is not available")
+    mod = _script()
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["--data-dir", SHARED_UCR, "--datasets", "Coffee,PickupGestureWiimoteZ",
+            "--grid", "quick", "--n-jobs", "2", "--out", str(out), "--cache", str(cache)]
+    assert mod.main(argv) == 0
+    for f in ("accuracy.csv", "hyperparameters.csv", "cv_results.csv", "datasets.csv",
+              "summary.csv", "comparison.md", "rntk_vs_baselines.png", "run.json"):
+        assert (out / f).is_file(), f
+    with open(out / "accuracy.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["dataset", "RNTK", "NTK", "RBF", "POLY", "DTW"]
+    assert [r["dataset"] for r in rows] == ["Coffee", "PickupGestureWiimoteZ"]
+    A = np.array([[float(r[m]) for m in ("RNTK", "NTK", "RBF", "POLY", "DTW")]
+                  for r in rows])
+    assert np.all((A >= 0) & (A <= 100))
+    assert A[0, 0] >= 90.0                         # Coffee: the RNTK is near 100 %
+    with open(out / "hyperparameters.csv", newline="") as fh:
+        hp = list(csv.DictReader(fh))
+    rntk = [r for r in hp if r["method"] == "RNTK"]
+    assert len(rntk) == 2 and all(int(r["n_settings"]) == 4 for r in rntk)
+    assert int(rntk[0]["n_folds"]) == 10 and int(rntk[1]["n_folds"]) == 5  # capped
+    with open(out / "summary.csv", newline="") as fh:
+        summ = list(csv.DictReader(fh))
+    allk = [r for r in summ if r["group"].startswith("all (2 sets), ours, kernels")]
+    ref = summary_metrics(A[:, :4], ["RNTK", "NTK", "RBF", "POLY"])
+    for r in allk:
+        assert float(r["mean"]) == pytest.approx(ref[r["method"]]["mean"], abs=1e-3)
+        assert float(r["friedman_rank"]) == pytest.approx(
+            ref[r["method"]]["friedman_rank"], abs=1e-3)
+    md = (out / "comparison.md").read_text()
+    if os.path.isfile(PAPER):
+        assert "RNTK paper" in md and "| Coffee |" in md and "100.00" in md
+    first = (out / "accuracy.csv").read_bytes()
+    assert len(list((cache / "dtw").glob("*.npy"))) == 2
+    assert mod.main(argv) == 0                     # warm: Grams and DTW from the cache
+    assert (out / "accuracy.csv").read_bytes() == first
+    import json
+    assert json.loads((out / "run.json").read_text())["dtw_cached_sets"] == 2
