@@ -83,8 +83,18 @@ def relu_dual_cross(c, sqrt_ab, inv_sqrt_ab):
 
 
 @jit_inline
-def erf_dual_cross(c, q_ab):
-    """(V, V') of erf for Lam = [[a, c], [c, b]], given q_ab = 1 / sqrt((1+2a)(1+2b))."""
+def erf_dual_cross(c, q_ab, sqrt_ab):
+    """(V, V') of erf for Lam = [[a, c], [c, b]], given q_ab = 1 / sqrt((1+2a)(1+2b))
+    and sqrt(a b).
+
+    c is first held to the Cauchy-Schwarz bound |c| <= sqrt(a b) (a guard against
+    rounding, inactive for every valid block). It matters: where sw^2 V' > 1 (erf with
+    a large sigma_w) the cross recursion amplifies rounding exponentially along the
+    walk, and without the bound two equal series that are not the same sample would
+    drift to |r| = 1, where V' is infinite.
+    """
+    c = c if c < sqrt_ab else sqrt_ab
+    c = c if c > -sqrt_ab else -sqrt_ab
     r = _clip_unit(2.0 * c * q_ab)
     y = abs(r)
     w = 1.0 - y

@@ -7,7 +7,7 @@ Tier 2 -- ``_tile_lockstep``: the end-aligned diagonal walk (spec 3.1) for every
 of a tile, one row against ``lanes`` columns in lock-step so that the loop over lanes
 is vectorised (time-major structure of arrays, branch-free dual activations). A lane
 whose walk is shorter than its batch's starts later; until then its state is reset at
-every step (``mask`` = 0), which makes every pair's result independent of which batch,
+every step (its recurrent inputs are selected to 0), which makes every pair's result independent of which batch,
 tile, thread or process computed it: bit for bit.
 
 All arrays are float64 / int64 and C-contiguous. Nothing here allocates per pair.
@@ -75,7 +75,7 @@ def _self_walk(values, offsets, lengths, n_layers, act, sw2, su2, sb2, sh2, sv2)
 @jit
 def _self_factors(sig, act):
     """Per-position factors of the cross dual: relu -> (sqrt(a), 1/sqrt(a) or 0);
-    erf -> (1/sqrt(1 + 2a), unused)."""
+    erf -> (1/sqrt(1 + 2a), sqrt(a))."""
     f1 = np.empty_like(sig)
     f2 = np.empty_like(sig)
     for l in range(sig.shape[0]):
@@ -87,7 +87,7 @@ def _self_factors(sig, act):
                 f2[l, k] = 1.0 / r if a > 0.0 else 0.0
             else:
                 f1[l, k] = 1.0 / np.sqrt(1.0 + 2.0 * a)
-                f2[l, k] = 0.0
+                f2[l, k] = np.sqrt(a)
     return f1, f2
 
 
@@ -103,7 +103,7 @@ def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_lay
     vector loads and the row's are broadcast scalars. ``cols`` must be sorted by
     decreasing length so that the lanes of a batch have similar walk lengths.
     A lane whose walk starts later than the batch's is reset at every step until its
-    start (``mask`` = 0), so each entry is independent of the batch it ran in.
+    start, so each entry is independent of the batch it ran in.
 
     ``diagonal``: rows and cols are the same list (a diagonal tile of a symmetric
     Gram); only b > a is computed. Results: out_*[a, b], shape (len(rows), len(cols)).
@@ -187,9 +187,15 @@ def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_lay
                     c2 = cf2[l, u]
                     if act == RELU:
                         for p in range(lanes):
-                            mk = 1.0 if u > ustart[p] else 0.0
-                            cc = sw2 * (mk * v_l[p]) + su2 * in_b[p] + sb2
-                            theta = cc + sw2 * (mk * (vp_l[p] * th_l[p])) + su2 * in_g[p]
+                            # before and at its first cell a lane has no past:
+                            # select 0 (a select, never a multiplication by a 0/1
+                            # mask, so an overflow left by another pair cannot leak
+                            # in as 0 * inf = NaN)
+                            started = u > ustart[p]
+                            a_prev = v_l[p] if started else 0.0
+                            g_prev = vp_l[p] * th_l[p] if started else 0.0
+                            cc = sw2 * a_prev + su2 * in_b[p] + sb2
+                            theta = cc + sw2 * g_prev + su2 * in_g[p]
                             vv, vvp = relu_dual_cross(cc, r1 * c1[b0 + p],
                                                       r2 * c2[b0 + p])
                             v_l[p] = vv
@@ -197,10 +203,16 @@ def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_lay
                             th_l[p] = theta
                     else:
                         for p in range(lanes):
-                            mk = 1.0 if u > ustart[p] else 0.0
-                            cc = sw2 * (mk * v_l[p]) + su2 * in_b[p] + sb2
-                            theta = cc + sw2 * (mk * (vp_l[p] * th_l[p])) + su2 * in_g[p]
-                            vv, vvp = erf_dual_cross(cc, r1 * c1[b0 + p])
+                            # before and at its first cell a lane has no past:
+                            # select 0 (a select, never a multiplication by a 0/1
+                            # mask, so an overflow left by another pair cannot leak
+                            # in as 0 * inf = NaN)
+                            started = u > ustart[p]
+                            a_prev = v_l[p] if started else 0.0
+                            g_prev = vp_l[p] * th_l[p] if started else 0.0
+                            cc = sw2 * a_prev + su2 * in_b[p] + sb2
+                            theta = cc + sw2 * g_prev + su2 * in_g[p]
+                            vv, vvp = erf_dual_cross(cc, r1 * c1[b0 + p], r2 * c2[b0 + p])
                             v_l[p] = vv
                             vp_l[p] = vvp
                             th_l[p] = theta

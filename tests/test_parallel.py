@@ -147,3 +147,35 @@ def test_n_jobs_validation():
         gram(ragged(3), kernel=RNTK(), n_jobs=0)
     with pytest.raises(ValueError, match="tile_size"):
         gram(ragged(3), kernel=RNTK(), tile_size=0)
+
+
+def test_overflowing_lanes_never_leak_into_other_pairs():
+    """A large sigma_w makes the kernels grow geometrically along a series (relu:
+    by sw^2 / 2 per step for perfectly correlated series): long pairs overflow to inf,
+    legitimately. The lane that held such a pair must not turn the next pair it
+    computes into NaN (regression: a 0/1 mask multiplied into the recurrent state gave
+    0 * inf = NaN)."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal(400)
+    X = [base * (1 + 0.1 * i) if i % 2 else rng.standard_normal(30) for i in range(90)]
+    k = RNTK(sigma_w=4.0)
+    G = gram(X, kernel=k)
+    assert not np.isnan(G).any()
+    assert np.isinf(G[1, 3])                                # a long pair overflows
+    short = np.arange(0, 90, 2)
+    assert np.isfinite(G[np.ix_(short, short)]).all()
+    for i, j in [(0, 64), (2, 70), (4, 6), (10, 80), (86, 88), (4, 5), (1, 3)]:
+        alone = gram([X[i], X[j]], kernel=k)[0, 1]
+        assert G[i, j] == alone                           # inf == inf for long pairs
+
+
+def test_erf_chaotic_regime_stays_finite_for_equal_series():
+    """Where sw^2 V' > 1 the cross recursion of two EQUAL series (not the same sample)
+    amplifies rounding exponentially; the Cauchy-Schwarz guard keeps it finite."""
+    rng = np.random.default_rng(12)
+    x = np.cumsum(rng.standard_normal(300))
+    x /= np.linalg.norm(x)
+    k = RNTK(sigma_w=1.5, activation="erf")
+    C = gram([x, x], [x], kernel=k)
+    assert np.isfinite(C).all() and C[0, 0] == C[1, 0]
+    assert C[0, 0] <= gram([x], kernel=k)[0, 0]
