@@ -146,18 +146,36 @@ def test_load_ucr_reads_ts_files(tmp_path):
 
 
 # --------------------------------------------------------------------------- aeon
-def test_load_classification_offline_error(monkeypatch):
-    import aeon.datasets
+def _fake_aeon(monkeypatch, loader):
+    """Install a stand-in ``aeon.datasets`` (aeon is an optional extra, and the tests
+    must not need a network)."""
+    import sys
+    import types
+    aeon = types.ModuleType("aeon")
+    datasets = types.ModuleType("aeon.datasets")
+    datasets.load_classification = loader
+    aeon.datasets = datasets
+    monkeypatch.setitem(sys.modules, "aeon", aeon)
+    monkeypatch.setitem(sys.modules, "aeon.datasets", datasets)
 
+
+def test_load_classification_offline_error(monkeypatch):
     def offline(name, **kw):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
-    monkeypatch.setattr(aeon.datasets, "load_classification", offline)
+    _fake_aeon(monkeypatch, offline)
     with pytest.raises(OSError, match="load_ucr"):
         load_classification("GunPoint")
 
 
+def test_load_classification_without_aeon(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "aeon", None)
+    monkeypatch.setitem(sys.modules, "aeon.datasets", None)
+    with pytest.raises(ImportError, match="pip install aeon"):
+        load_classification("GunPoint")
+
+
 def test_load_classification_converts_layout(monkeypatch):
-    import aeon.datasets
     rng = np.random.default_rng(0)
     data = {"train": ([rng.normal(size=(1, 5)), rng.normal(size=(1, 7))],
                       np.array(["1", "2"])),
@@ -165,7 +183,7 @@ def test_load_classification_converts_layout(monkeypatch):
 
     def fake(name, split=None, **kw):
         return data[split]
-    monkeypatch.setattr(aeon.datasets, "load_classification", fake)
+    _fake_aeon(monkeypatch, fake)
     Xtr, ytr, Xte, yte = load_classification("Fake")
     assert [x.shape for x in Xtr] == [(5,), (7,)]      # univariate -> (T_i,)
     np.testing.assert_array_equal(Xtr[1], data["train"][0][1][0])
