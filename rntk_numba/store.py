@@ -40,8 +40,9 @@ Files in the store directory, per key::
 
     <key>.h5          a complete entry; appears only by an atomic rename, never changes
     <key>.json        human-readable metadata (informative; the .h5 attributes rule)
-    <key>.partial.h5  an entry being computed: tiles are written as they finish
+    <key>.tiles       an entry being computed: its finished tiles, appended as they come
     <key>.journal     its tile plan and one checksummed line per finished tile
+    <key>.partial.h5  the complete file being written, just before its rename
     <key>.lock        the per-key writer lock (fcntl.flock)
 
 A complete file has two float64 datasets ``ntk`` and ``nngp`` of the full (N, M) matrix
@@ -54,10 +55,11 @@ datasets. HDF5 metadata is checksummed as well (HDF5 1.8 file format: superblock
 object headers v2; attributes are fixed-length strings, stored in the checksummed
 object header).
 
-The partial file is the future entry: its datasets are allocated up front, so each
-has a fixed file offset, and a finished tile and its mirror are written there with
-plain ``pwrite`` calls (what a killed process wrote is in the file; no HDF5 cache is
-involved), then journaled with CRC-32s of its two blocks.
+A finished tile is appended to ``<key>.tiles`` as its two raw blocks with plain
+``pwrite`` calls (what a killed process wrote is in the file; no HDF5 cache is
+involved), then journaled with CRC-32s of the two blocks. Completing the entry writes
+the HDF5 file from the matrices in memory or, out of core, row band by row band from
+the tile log (see ``_Partial``), then renames it.
 
 Guarantees
 ----------
@@ -67,10 +69,11 @@ Guarantees
   back and checked against its checksum first (a mismatch is recomputed). Every matrix
   entry is computed independently of the tiling, so the result is bit-identical to an
   uninterrupted computation.
-* Crash safety: a ``<key>.h5`` only ever comes from renaming a partial file after it
-  was completed, checksummed, flushed and fsync-ed (``durable=True``, the default; the
+* Crash safety: a ``<key>.h5`` only ever comes from renaming a file after it was
+  completed, checksummed, flushed and fsync-ed (``durable=True``, the default; the
   directory is fsync-ed after the rename). A process killed at any instant leaves at
-  most a partial entry, which the next call resumes or, if unreadable, restarts.
+  most a partial entry, which the next call resumes (a killed completion is redone from
+  the tile log) or, if unreadable, restarts.
 * Corruption: every read of a complete entry checks the row-band checksums of what it
   reads (out-of-core handles check each band the first time they touch it). A file
   that cannot be opened (truncated, damaged metadata), or whose checksums do not match,
@@ -115,6 +118,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import warnings
 import zlib
@@ -161,6 +165,27 @@ class CorruptEntryError(OSError):
 def _h5py():
     import h5py
     return h5py
+
+
+# Entries being completed by background threads, (store dir, key) -> Thread. Completing
+# an in-memory entry (checksums, the HDF5 file, fsync, rename) happens after gram()
+# returns; anything in this process that looks at the entry waits for it first, and so
+# does os.fork() (a child must not inherit a thread inside HDF5).
+_PENDING: dict = {}                 # (only with GramStore(background=True))
+_PENDING_LOCK = threading.Lock()
+
+
+def _join_pending(path=None, key=None) -> None:
+    with _PENDING_LOCK:
+        jobs = [t for (d, k), t in _PENDING.items()
+                if (path is None or d == str(path)) and (key is None or k == key)]
+    for t in jobs:
+        if t is not threading.current_thread():
+            t.join()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_join_pending)
 
 
 def default_cache_dir() -> Path:
@@ -429,11 +454,20 @@ class GramArray:
         return out
 
     def take(self, rows, cols=None) -> np.ndarray:
-        """``G[rows][:, cols]`` (``cols=None``: the same as rows) as an in-memory array."""
+        """``G[rows][:, cols]`` (``cols=None``: the same as rows) as an in-memory array.
+        Memory: the result plus one band (about 1 MiB) at a time."""
         r = _as_index(rows, self.shape[0], "rows")
         c = r if cols is None else _as_index(cols, self.shape[1], "cols")
-        u, inv = np.unique(r, return_inverse=True)
-        return self._rows(u)[inv][:, c]
+        out = np.empty((r.size, c.size))
+        order = np.argsort(r, kind="stable")
+        rs = r[order]
+        bands = rs // self._band
+        ub, starts = np.unique(bands, return_index=True)
+        ends = np.append(starts[1:], rs.size)
+        for b, s, e in zip(ub.tolist(), starts.tolist(), ends.tolist()):
+            data = self._read_band(b)
+            out[order[s:e]] = data[rs[s:e] - b * self._band][:, c]
+        return out
 
     def __getitem__(self, key):
         if not isinstance(key, tuple):
@@ -484,10 +518,7 @@ class GramEntry:
         self.path = Path(path)
         self._on_corrupt = on_corrupt
         self._file = None
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise
+        st = os.stat(self.path)             # FileNotFoundError: no entry
         self._ino = (st.st_dev, st.st_ino)
         self.bytes = st.st_size
         try:
@@ -512,6 +543,11 @@ class GramEntry:
                 if tuple(ds.shape) != self.shape or ds.dtype != np.float64:
                     raise ValueError(f"dataset {kind} has shape {ds.shape} dtype "
                                      f"{ds.dtype}, expected {self.shape} float64")
+                off = ds.id.get_offset()
+                if (ds.chunks is not None or off is None
+                        or off + 8 * self.shape[0] * self.shape[1] > st.st_size):
+                    raise ValueError(f"dataset {kind} is not stored contiguously "
+                                     f"within the file")
                 crc = self.aux("crc_" + kind)
                 if crc.shape != (n_bands,) or crc.dtype != np.uint32:
                     raise ValueError(f"crc_{kind} has shape {crc.shape}, "
@@ -756,50 +792,48 @@ def _pwrite_all(fd: int, buf: memoryview, off: int) -> None:
         buf, off = buf[n:], off + n
 
 
-def _pwrite_block(fd: int, base: int, n_cols: int, r0: int, c0: int,
-                  blk: np.ndarray) -> None:
-    """Write a C-contiguous block at (r0, c0) of a row-major float64 matrix stored at
-    file offset ``base``: one pwrite per row segment (one in all for full rows)."""
-    rows, cols = blk.shape
-    mv = memoryview(blk).cast("B")
-    pos = base + 8 * (r0 * n_cols + c0)
-    if cols == n_cols:
-        chunks = [(mv, pos)]
-    else:
-        w = 8 * cols
-        chunks = ((mv[q * w:(q + 1) * w], pos + 8 * q * n_cols) for q in range(rows))
-    for buf, off in chunks:
-        _pwrite_all(fd, buf, off)
-
-
-def _pread_block(fd: int, base: int, n_cols: int, r0: int, r1: int, c0: int,
-                 c1: int) -> np.ndarray:
-    out = np.empty((r1 - r0, c1 - c0))
+def _pread_into(fd: int, out: np.ndarray, off: int) -> np.ndarray:
+    """Fill the C-contiguous ``out`` from file offset ``off`` (OSError if short)."""
     mv = memoryview(out).cast("B")
-    w = 8 * (c1 - c0)
-    for q in range(r1 - r0):
-        seg = mv[q * w:(q + 1) * w]
-        off = base + 8 * ((r0 + q) * n_cols + c0)
-        got = 0
-        while got < w:
-            n = os.preadv(fd, [seg[got:]], off + got)
-            if n <= 0:
-                raise OSError(errno.EIO, f"short read at offset {off + got}")
-            got += n
+    got = 0
+    while got < len(mv):
+        n = os.preadv(fd, [mv[got:]], off + got)
+        if n <= 0:
+            raise OSError(errno.EIO, f"short read at offset {off + got}")
+        got += n
     return out
 
 
-class _Partial:
-    """The entry under construction: ``<key>.partial.h5`` + ``<key>.journal``.
+def _contiguous_dataset(h5py, f, name: str, shape) -> int:
+    """Create a contiguous float64 dataset, allocated now (sparse, never filled), and
+    return its file offset."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    space = h5py.h5s.create_simple(tuple(shape))
+    dsid = h5py.h5d.create(f.id, name.encode(), h5py.h5t.IEEE_F64LE, space, dcpl=dcpl)
+    return int(dsid.get_offset())
 
-    The partial file is the future entry: its two datasets are created contiguous and
-    allocated up front (sparse, never filled), so each has a fixed file offset. A
-    finished tile and its mirror are written there with plain ``pwrite`` calls, one per
-    row segment (no HDF5 call and no cache in this process: what a killed process
-    wrote is in the file), and only then journaled with its checksums. The journal's
-    first line holds the tile plan and the data offsets; a resume verifies every
-    journaled tile before trusting it. Completing the entry adds checksums and
-    metadata through HDF5, fsyncs, and renames the file to ``<key>.h5``.
+
+class _Partial:
+    """The entry under construction: ``<key>.journal`` + ``<key>.tiles``.
+
+    Each finished tile is appended to ``<key>.tiles`` as its two raw float64 blocks (one
+    large sequential write; no HDF5 call and no cache in this process: what a killed
+    process wrote is in the file), and only then journaled with the CRC-32s of the two
+    blocks and their offset. The journal's first line holds the tile plan. A resume
+    verifies every journaled tile before trusting it, whether it continues in memory or
+    out of core.
+
+    Completing the entry writes a new HDF5 file, ``<key>.partial.h5``, and renames it:
+    from the matrices when they are held in memory, else row band by row band of the
+    tile grid, each band assembled in memory from its tiles (and the transposes of the
+    tiles above the diagonal) and written with one sequential write per kernel. The
+    checksums of the final file are computed from the bytes written. (Writing tiles in
+    place, as scattered row segments, was measured several times slower per byte, and
+    an order of magnitude slower out of core, where the scattered pages defeat the
+    disk's write-back.)
     """
 
     def __init__(self, store: "GramStore", key: str, header: dict, plan, done):
@@ -809,10 +843,10 @@ class _Partial:
         self.symmetric = bool(header["symmetric"])
         self.plan = plan
         self.done = done                # tile index -> journal record
-        self.offsets = {k: int(header["offsets"][k]) for k in _KINDS}
         self._jfd = None
-        self._fd = os.open(store._partial(key), os.O_RDWR)
+        self._fd = os.open(store._tiles(key), os.O_RDWR)
         try:
+            self._end = os.fstat(self._fd).st_size
             self._jfd = os.open(store._journal(key), os.O_WRONLY | os.O_APPEND)
         except BaseException:
             os.close(self._fd)
@@ -820,36 +854,26 @@ class _Partial:
 
     @staticmethod
     def files(store, key):
-        return (store._journal(key), store._partial(key))
+        return (store._journal(key), store._tiles(key), store._partial(key))
 
     @classmethod
     def discard(cls, store, key):
         for p in cls.files(store, key):
             _unlink(p)
 
+    @staticmethod
+    def log_bytes(plan) -> int:
+        return sum(16 * t.shape[0] * t.shape[1] for t in plan)
+
     # creation / resumption
     @classmethod
     def create(cls, store, key, shape, symmetric, plan):
-        h5py = _h5py()
         cls.discard(store, key)
-        offsets = {}
-        with h5py.File(store._partial(key), "x", libver=_LIBVER, locking=False) as f:
-            f.attrs["format"] = STORE_FORMAT
-            f.attrs["key"] = _fixed(key)
-            f.attrs["complete"] = False
-            for kind in _KINDS:
-                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-                dcpl.set_layout(h5py.h5d.CONTIGUOUS)
-                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-                space = h5py.h5s.create_simple(tuple(shape))
-                dsid = h5py.h5d.create(f.id, kind.encode(), h5py.h5t.IEEE_F64LE, space,
-                                       dcpl=dcpl)
-                offsets[kind] = int(dsid.get_offset())
         header = {"format": STORE_FORMAT, "key": key, "shape": list(shape),
-                  "symmetric": symmetric, "created": time.time(), "offsets": offsets,
+                  "symmetric": symmetric, "created": time.time(),
                   "tiles": [[t.r0, t.r1, t.c0, t.c1, int(t.diagonal), t.cost]
                             for t in plan]}
+        open(store._tiles(key), "xb").close()
         jpath = store._journal(key)
         tmp = jpath.with_name(jpath.name + f".tmp{os.getpid()}")
         with open(tmp, "wb") as fh:
@@ -860,8 +884,8 @@ class _Partial:
     @classmethod
     def resume(cls, store, key, shape, symmetric):
         """The partial entry of ``key`` if there is a usable one, else None (removed)."""
-        ppath, jpath = store._partial(key), store._journal(key)
-        if not (ppath.exists() and jpath.exists()):
+        jpath, tpath = store._journal(key), store._tiles(key)
+        if not (jpath.exists() and tpath.exists()):
             cls.discard(store, key)
             return None
         try:
@@ -872,16 +896,9 @@ class _Partial:
                 raise ValueError("journal belongs to another computation")
             plan = _plan_from(header, shape, symmetric)
             done = {i: c for i, c in done.items() if 0 <= i < len(plan)}
-            with _h5py().File(ppath, "r", locking=False) as f:
-                if _attr_str(f.attrs, "key") != key:
-                    raise ValueError("partial file belongs to another key")
-                for kind in _KINDS:
-                    ds = f[kind]
-                    if (tuple(ds.shape) != tuple(shape) or ds.chunks is not None
-                            or ds.id.get_offset() != header["offsets"][kind]):
-                        raise ValueError("partial datasets do not match the journal")
+            _unlink(store._partial(key))        # an interrupted completion restarts
             return cls(store, key, header, plan, done)
-        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError) as exc:
             warnings.warn(f"rntk cache: discarding the unusable partial entry {key} "
                           f"({exc}); starting it again", CacheWarning, stacklevel=4)
             cls.discard(store, key)
@@ -892,74 +909,123 @@ class _Partial:
                    if p.exists())
 
     # tiles
-    def write_tile(self, tile: Tile, blocks, mirrors) -> None:
-        """Write a finished tile (and its mirror below the diagonal), then journal it.
-        ``blocks`` / ``mirrors``: (ntk, nngp) C-contiguous blocks and their transposes
-        (None for tiles on the diagonal)."""
-        n_cols = self.shape[1]
-        for kind, blk, mir in zip(_KINDS, blocks, mirrors):
-            _pwrite_block(self._fd, self.offsets[kind], n_cols, tile.r0, tile.c0, blk)
-            if mir is not None:
-                _pwrite_block(self._fd, self.offsets[kind], n_cols, tile.c0, tile.r0, mir)
-        record = {"t": tile.index, "c": [zlib.crc32(blocks[0]), zlib.crc32(blocks[1])]}
+    def write_tile(self, tile: Tile, a: np.ndarray, b: np.ndarray) -> None:
+        """Append a finished tile's two blocks to the log, then journal it."""
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        off = self._end
+        _pwrite_all(self._fd, memoryview(a).cast("B"), off)
+        _pwrite_all(self._fd, memoryview(b).cast("B"), off + a.nbytes)
+        self._end = off + a.nbytes + b.nbytes
+        record = {"t": tile.index, "o": off, "c": [zlib.crc32(a), zlib.crc32(b)]}
         os.write(self._jfd, _journal_line(record))
         self.done[tile.index] = record
 
     def read_tile(self, tile: Tile):
         """(ntk, nngp) blocks of a journaled tile, or None if they fail their checks."""
-        rec = self.done[tile.index]
-        m = self.shape[1]
         try:
+            rec = self.done[tile.index]
             out = []
-            for i, kind in enumerate(_KINDS):
-                base = self.offsets[kind]
-                blk = _pread_block(self._fd, base, m, tile.r0, tile.r1, tile.c0, tile.c1)
+            for i in range(2):
+                blk = _pread_into(self._fd, np.empty(tile.shape),
+                                  int(rec["o"]) + i * 8 * tile.shape[0] * tile.shape[1])
                 if zlib.crc32(blk) != int(rec["c"][i]):
                     return None
-                if self.symmetric and not tile.diagonal:
-                    mir = _pread_block(self._fd, base, m, tile.c0, tile.c1, tile.r0,
-                                       tile.r1)
-                    if not np.array_equal(mir, blk.T):
-                        return None
                 out.append(blk)
             return tuple(out)
         except (OSError, KeyError, TypeError, ValueError, IndexError):
             return None
 
-    def _band_crcs_on_disk(self, kind: str, band: int) -> np.ndarray:
+    # completion
+    def _assemble(self, f, band: int) -> dict:
+        """Write both datasets of the new file row band by row band (tile grid) from
+        the log; returns the CRC-32s of the ``band``-row checksum bands."""
+        h5py = _h5py()
         n, m = self.shape
-        return np.array([zlib.crc32(_pread_block(self._fd, self.offsets[kind], m, r0,
-                                                 min(n, r0 + band), 0, m))
-                         for r0 in range(0, n, band)], dtype=np.uint32)
+        offsets = {k: _contiguous_dataset(h5py, f, k, self.shape) for k in _KINDS}
+        f.flush()
+        fd = os.open(f.filename, os.O_RDWR)
+        try:
+            rows = sorted({(t.r0, t.r1) for t in self.plan})
+            by_row = {}
+            for t in self.plan:
+                by_row.setdefault(t.r0, []).append(t)
+                if self.symmetric and not t.diagonal:
+                    by_row.setdefault(t.c0, []).append(t)     # its mirror
+            crcs = {k: [] for k in _KINDS}
+            run = {k: 0 for k in _KINDS}                  # crc of a band in progress
+            filled = 0                                    # rows in the band so far
+            for r0, r1 in rows:
+                blocks = {k: np.empty((r1 - r0, m)) for k in _KINDS}
+                for t in by_row[r0]:
+                    pair = self.read_tile(t)
+                    if pair is None:
+                        raise CorruptEntryError(f"tile {t.index} of {self.key} changed "
+                                                f"on disk before the entry was completed")
+                    for k, blk in zip(_KINDS, pair):
+                        if t.r0 == r0:
+                            blocks[k][:, t.c0:t.c1] = blk
+                        else:                             # the mirror of a tile above
+                            blocks[k][:, t.r0:t.r1] = blk.T
+                for k in _KINDS:
+                    _pwrite_all(fd, memoryview(blocks[k]).cast("B"),
+                                offsets[k] + 8 * r0 * m)
+                # checksum bands of ``band`` rows, continued across tile bands
+                pos = 0
+                while pos < r1 - r0:
+                    take = min(band - filled, r1 - r0 - pos)
+                    for k in _KINDS:
+                        run[k] = zlib.crc32(blocks[k][pos:pos + take], run[k])
+                    pos += take
+                    filled += take
+                    if filled == band or r0 + pos == n:
+                        for k in _KINDS:
+                            crcs[k].append(run[k])
+                            run[k] = 0
+                        filled = 0
+        finally:
+            os.close(fd)
+        return {k: np.array(v, dtype=np.uint32) for k, v in crcs.items()}
 
     def finalize(self, meta: dict, datasets: dict, arrays=None) -> Path:
-        """Checksum, mark complete, fsync, rename to ``<key>.h5``. ``arrays``: the
-        complete matrices if held in memory (else the file is checksummed)."""
+        """Write ``<key>.partial.h5`` (from ``arrays``, the matrices held in memory, or
+        else from the log), checksum it, mark it complete, fsync and rename it to
+        ``<key>.h5``; then remove the journal and the log."""
         band = int(meta["band_rows"])
         datasets = dict(datasets)
-        for kind in _KINDS:
-            if arrays is not None:
-                datasets["crc_" + kind] = _band_crcs(arrays[kind], band)
-            else:           # out of core: checksum what is on disk, band by band
-                datasets["crc_" + kind] = self._band_crcs_on_disk(kind, band)
-        self.close()
         meta = dict(meta, aux_crc={})
-        ppath, final = self.store._partial(self.key), self.store._final(self.key)
-        with _h5py().File(ppath, "r+", locking=False) as f:
-            for name, value in datasets.items():
-                value = np.ascontiguousarray(value)
-                if name in f:               # a previous finalize was interrupted
-                    del f[name]
-                f.create_dataset(name, data=value, track_times=False)
-                meta["aux_crc"][name] = zlib.crc32(value)
-            f.attrs["meta"] = _fixed(json.dumps(meta))
-            f.attrs["complete"] = True
-        if self.store.durable:
-            _fsync_path(ppath)
-        os.replace(ppath, final)
+        path, final = self.store._partial(self.key), self.store._final(self.key)
+        _unlink(path)
+        try:
+            with _h5py().File(path, "x", libver=_LIBVER, locking=False) as f:
+                f.attrs["format"] = STORE_FORMAT
+                f.attrs["key"] = _fixed(self.key)
+                f.attrs["complete"] = False
+                if arrays is not None:
+                    for kind in _KINDS:
+                        f.create_dataset(kind, data=arrays[kind], track_times=False)
+                        datasets["crc_" + kind] = _band_crcs(arrays[kind], band)
+                else:
+                    crcs = self._assemble(f, band)
+                    for kind in _KINDS:
+                        datasets["crc_" + kind] = crcs[kind]
+                for name, value in datasets.items():
+                    value = np.ascontiguousarray(value)
+                    f.create_dataset(name, data=value, track_times=False)
+                    meta["aux_crc"][name] = zlib.crc32(value)
+                f.attrs["meta"] = _fixed(json.dumps(meta))
+                f.attrs["complete"] = True
+            self.close()
+            if self.store.durable:
+                _fsync_path(path)
+            os.replace(path, final)
+        except BaseException:
+            self.close()
+            _unlink(path)
+            raise
         if self.store.durable:
             _fsync_path(self.store.path, directory=True)
         _unlink(self.store._journal(self.key))
+        _unlink(self.store._tiles(self.key))
         return final
 
     def close(self) -> None:
@@ -990,7 +1056,17 @@ class GramStore:
     durable : bool, default True
         fsync a completed entry before its atomic rename (and the directory after it),
         so that a power cut cannot leave a complete-looking entry whose data never
-        reached the disk.
+        reached the disk (without it such an entry would fail its checksums and be
+        recomputed: never served).
+    background : bool, default False
+        Complete in-memory entries in a background thread: ``gram`` returns as soon as
+        the last tile is computed (and journaled), with its own copy of the result,
+        while a (non-daemon) thread writes the HDF5 file, fsyncs and renames it,
+        holding the key's lock. Everything in this process that reads the entry waits
+        for it, as do :meth:`wait`, ``os.fork()`` and the interpreter's exit; a process
+        killed meanwhile leaves a complete journal, and the next call only completes
+        the file. Off by default: deleting the store directory right after ``gram``
+        returns (a ``TemporaryDirectory``, say) would race with the thread.
 
     Attributes
     ----------
@@ -1012,7 +1088,7 @@ class GramStore:
     """
 
     def __init__(self, path=None, *, memory_budget=None, lock_timeout=None,
-                 durable: bool = True):
+                 durable: bool = True, background: bool = False):
         self.path = Path(path) if path is not None else default_cache_dir()
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"GramStore: {self.path} exists and is not a directory")
@@ -1024,10 +1100,16 @@ class GramStore:
         self.memory_budget = int(memory_budget)
         self.lock_timeout = lock_timeout
         self.durable = bool(durable)
+        self.background = bool(background)
         self.stats = Counter()
 
     def __repr__(self) -> str:
         return f"GramStore({str(self.path)!r})"
+
+    def wait(self) -> None:
+        """Wait until entries being completed in the background (this process, this
+        store directory) are on disk."""
+        _join_pending(self.path)
 
     # paths
     def _final(self, key) -> Path:
@@ -1041,6 +1123,9 @@ class GramStore:
 
     def _sidecar(self, key) -> Path:
         return self.path / f"{key}.json"
+
+    def _tiles(self, key) -> Path:
+        return self.path / f"{key}.tiles"
 
     def _lockfile(self, key) -> Path:
         return self.path / f"{key}.lock"
@@ -1129,6 +1214,7 @@ class GramStore:
 
     def _serve(self, key, shape, kind, ooc, count=True):
         """Result of a complete entry of ``key`` (verified), or None."""
+        _join_pending(self.path, key)
         entry = self._open_entry(key, shape)
         if entry is None:
             return None
@@ -1157,6 +1243,7 @@ class GramStore:
         _check_args(kernel, "ntk")
         PX, PY = self._pack(X, Y)
         key = self._key(PX, PY, kernel)
+        _join_pending(self.path, key)
         entry = self._open_entry(key, (PX.n, PX.n if PY is None else PY.n))
         if entry is not None:
             self._touch(entry.path)
@@ -1272,9 +1359,10 @@ class GramStore:
                 self.stats["misses"] -= 1
                 return res
             return self._compute(key, PX, PY, kernel, kind, n_jobs, progress, tile_size,
-                                 ooc)
+                                 ooc, lock)
         finally:
-            lock.release()
+            if not getattr(lock, "transferred", False):
+                lock.release()
 
     def _without_store(self, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc, why):
         from .gram import compute_dense, select_kind
@@ -1321,7 +1409,9 @@ class GramStore:
             datasets["y_series_fp"] = series_fingerprints(PY)
         return meta, datasets
 
-    def _compute(self, key, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc):
+    def _compute(self, key, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc,
+                 lock=None):
+        """Compute (or resume) the entry ``key`` under its lock; see _Partial."""
         from .gram import select_kind
         t_start = time.time()
         t0 = time.perf_counter()
@@ -1330,20 +1420,20 @@ class GramStore:
         symmetric = problem.symmetric
         workers = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
         fits = 2 * 8 * shape[0] * shape[1] <= self.memory_budget
-
         handles = ooc                     # return GramArray handles at the end
+
         part, why = None, None
         try:
             part = _Partial.resume(self, key, shape, symmetric)
-            need = 16 * shape[0] * shape[1] + (1 << 20)
+            plan = part.plan if part is not None else problem.plan(tile_size, workers)
+            need = 16 * shape[0] * shape[1] + _Partial.log_bytes(plan) + (1 << 20)
             have = part.disk_bytes() if part is not None else 0
             free = _disk_free(self.path)
             if free is not None and free + have < need:
                 raise OSError(errno.ENOSPC, f"not enough free space: the entry needs "
                                             f"{_fmt_bytes(need)}, {_fmt_bytes(free)} free")
             if part is None:
-                part = _Partial.create(self, key, shape, symmetric,
-                                       problem.plan(tile_size, workers))
+                part = _Partial.create(self, key, shape, symmetric, plan)
         except OSError as exc:
             if part is not None:
                 part.close()
@@ -1358,23 +1448,18 @@ class GramStore:
             ooc = handles = False
         plan = part.plan if part is not None else problem.plan(tile_size, workers)
 
-        mem = None if ooc else {k: np.empty(shape) for k in _KINDS}
-        have = set()                      # tiles present in `mem`
-        state = {"part": part, "mem": mem}
+        state = {"part": part,
+                 "mem": None if ooc else {k: np.empty(shape) for k in _KINDS}}
+        have = set()                      # tiles present in state["mem"]
 
-        def put(tile, blocks, mirrors):
+        def put(tile, a, b):              # exactly as gram.compute_dense
             m = state["mem"]
-            for k, blk, mir in zip(_KINDS, blocks, mirrors):
-                m[k][tile.r0:tile.r1, tile.c0:tile.c1] = blk
-                if mir is not None:
-                    m[k][tile.c0:tile.c1, tile.r0:tile.r1] = mir
-            have.add(tile.index)
-
-        def mirrored(tile, blocks):
-            blocks = tuple(np.ascontiguousarray(x) for x in blocks)
+            m["ntk"][tile.r0:tile.r1, tile.c0:tile.c1] = a
+            m["nngp"][tile.r0:tile.r1, tile.c0:tile.c1] = b
             if symmetric and not tile.diagonal:
-                return blocks, tuple(np.ascontiguousarray(x.T) for x in blocks)
-            return blocks, (None, None)
+                m["ntk"][tile.c0:tile.c1, tile.r0:tile.r1] = a.T
+                m["nngp"][tile.c0:tile.c1, tile.r0:tile.r1] = b.T
+            have.add(tile.index)
 
         def to_memory(exc):
             """Writing failed: continue in memory (if the matrix fits)."""
@@ -1383,23 +1468,18 @@ class GramStore:
             self.stats["write_errors"] += 1
             if state["mem"] is None:
                 if not fits:
-                    if p is not None:
-                        p.close()
+                    p.close()
                     raise OSError(f"rntk cache ({self.path}): writing the out-of-core "
                                   f"Gram failed: {exc}; the partial entry is kept and "
                                   f"resumes when space is available") from exc
                 state["mem"] = {k: np.empty(shape) for k in _KINDS}
-                if p is not None:
-                    for t in plan:
-                        if t.index in p.done:
-                            blocks = p.read_tile(t)
-                            if blocks is not None:
-                                put(t, *mirrored(t, blocks))
-            if p is not None:
-                n_done = len(p.done)
-                p.close()
-            else:  # pragma: no cover
-                n_done = 0
+                for t in plan:
+                    if t.index in p.done:
+                        blocks = p.read_tile(t)
+                        if blocks is not None:
+                            put(t, *blocks)
+            n_done = len(p.done)
+            p.close()
             self._warn(f"writing entry {key} failed ({exc}); the result is computed in "
                        f"memory and not stored (the partial entry with {n_done}/"
                        f"{len(plan)} tiles is kept and resumes later)")
@@ -1414,8 +1494,8 @@ class GramStore:
                         del part.done[t.index]
                         continue
                     done_ok.add(t.index)
-                    if mem is not None:
-                        put(t, *mirrored(t, blocks))
+                    if state["mem"] is not None:
+                        put(t, *blocks)
             if progress:
                 print(f"rntk: resuming {key[:12]}: {len(done_ok)}/{len(plan)} tiles "
                       f"already stored", file=sys.stderr)
@@ -1423,59 +1503,117 @@ class GramStore:
 
         def on_tile(tile, a, b):
             self.stats["tiles_computed"] += 1
-            blocks, mirrors = mirrored(tile, (a, b))
             if state["mem"] is not None:
-                put(tile, blocks, mirrors)
+                put(tile, a, b)
             p = state["part"]
             if p is not None:
                 try:
-                    p.write_tile(tile, blocks, mirrors)
+                    p.write_tile(tile, a, b)
                 except OSError as exc:
                     to_memory(exc)
                     if tile.index not in have:
-                        put(tile, blocks, mirrors)
+                        put(tile, a, b)
 
-        todo = [t for t in plan if t.index not in done_ok]
+        def run(tiles):
+            # Out of core, tiles are handed to the executor in batches: run_tiles
+            # streams results as they finish, and without this bound finished tiles
+            # would pile up in memory whenever the disk is slower than the workers.
+            if state["mem"] is not None:
+                run_tiles(problem, tiles, on_tile, n_jobs=n_jobs, progress=progress,
+                          description=f"gram {key[:8]}")
+                return
+            step = max(8, 4 * workers)
+            ordered = sorted(tiles, key=lambda t: (-t.cost, t.index))
+            bar = None
+            if progress:                  # one bar over all batches
+                from tqdm.auto import tqdm
+                bar = tqdm(total=sum(t.cost for t in tiles), unit="step",
+                           unit_scale=True, desc=f"gram {key[:8]}", smoothing=0.1)
+
+            def tick(tile, a, b):
+                on_tile(tile, a, b)
+                if bar is not None:
+                    bar.update(tile.cost)
+            try:
+                for i in range(0, len(ordered), step):
+                    run_tiles(problem, ordered[i:i + step], tick, n_jobs=n_jobs)
+            finally:
+                if bar is not None:
+                    bar.close()
+
         try:
-            run_tiles(problem, todo, on_tile, n_jobs=n_jobs, progress=progress,
-                      description=f"gram {key[:8]}")
+            run([t for t in plan if t.index not in done_ok])
             if state["mem"] is not None:       # tiles lost when switching to memory
                 missing = [t for t in plan if t.index not in have]
                 if missing:
-                    run_tiles(problem, missing, on_tile, n_jobs=n_jobs, progress=progress,
-                              description=f"gram {key[:8]}")
+                    run(missing)
             part = state["part"]
             if part is not None:
                 seconds = time.perf_counter() - t0
                 meta, datasets = self._metadata(key, PX, PY, kernel, shape, seconds,
                                                 len(plan), len(done_ok), t_start)
-                try:
-                    final = part.finalize(meta, datasets, state["mem"])
-                    try:
-                        _atomic_write_text(self._sidecar(key), json.dumps(meta, indent=1))
-                    except OSError:
-                        pass
-                except (OSError, RuntimeError) as exc:
-                    part.close()
-                    if state["mem"] is None:
-                        raise OSError(f"rntk cache ({self.path}): completing the entry "
-                                      f"{key} failed: {exc}") from exc
-                    self.stats["write_errors"] += 1
-                    self._warn(f"completing entry {key} failed ({exc}); the result is "
-                               f"returned but not stored")
-                    final = None
+                mem = state["mem"]
                 state["part"] = None
-                if final is not None and handles:
+                if (self.background and not handles and mem is not None
+                        and lock is not None):
+                    # the caller gets copies; the thread owns the originals
+                    kinds = _KINDS if kind == "both" else (kind,)
+                    mine = {k: mem[k].copy() for k in kinds}
+                    self._finish_later(key, part, meta, datasets, mem, lock)
+                    return select_kind(mine.get("ntk"), mine.get("nngp"), kind)
+                stored = self._finish(key, part, meta, datasets, mem,
+                                      raise_errors=mem is None)
+                if stored and handles:
                     res = self._serve(key, shape, kind, True, count=False)
                     if res is not None:
                         return res
-                if state["mem"] is None:  # pragma: no cover - removed meanwhile
+                if mem is None:  # pragma: no cover - removed meanwhile
                     raise OSError(f"the out-of-core entry {key} was not stored")
         finally:
             if state["part"] is not None:        # interrupted: keep it for resume
                 state["part"].close()
         m = state["mem"]
         return select_kind(m["ntk"], m["nngp"], kind)
+
+    def _finish(self, key, part, meta, datasets, mem, raise_errors=False) -> bool:
+        """Complete a partial entry (see _Partial.finalize) and write its side file.
+        On failure: warn (or raise OSError if ``raise_errors``); the journal stays."""
+        try:
+            part.finalize(meta, datasets, mem)
+        except (OSError, RuntimeError, ValueError) as exc:
+            part.close()
+            if raise_errors:
+                raise OSError(f"rntk cache ({self.path}): completing the entry {key} "
+                              f"failed: {exc}") from exc
+            self.stats["write_errors"] += 1
+            warnings.warn(f"rntk cache ({self.path}): completing entry {key} failed "
+                          f"({exc}); the result was returned but is not stored",
+                          CacheWarning, stacklevel=2)
+            return False
+        try:
+            _atomic_write_text(self._sidecar(key), json.dumps(meta, indent=1))
+        except OSError:
+            pass
+        return True
+
+    def _finish_later(self, key, part, meta, datasets, mem, lock) -> None:
+        """_finish in a (non-daemon) thread that then releases the key's lock."""
+        _join_pending(self.path)            # at most one completion in flight
+        ident = (str(self.path), key)
+
+        def job():
+            try:
+                self._finish(key, part, meta, datasets, mem)
+            finally:
+                lock.release()
+                with _PENDING_LOCK:
+                    _PENDING.pop(ident, None)
+
+        thread = threading.Thread(target=job, name=f"rntk-store-{key[:8]}")
+        lock.transferred = True
+        with _PENDING_LOCK:
+            _PENDING[ident] = thread
+        thread.start()
 
     def _sidecars(self) -> list[dict]:
         """The metadata side files of the store (parsed once per file version)."""
@@ -1502,6 +1640,7 @@ class GramStore:
 
     # subsets of a cached symmetric entry (the convenience path of gram(X_sub, cache=))
     def _from_superset(self, PX, PY, kernel, kind):
+        self.wait()
         if not self.path.is_dir():
             return None
         want = PX.n + (0 if PY is None else PY.n)
@@ -1546,6 +1685,7 @@ class GramStore:
         """One dict per entry (complete, partial, or unreadable), for ``rntk cache ls``:
         key, state, path, bytes, shape, mode, kernel, created, last_used (unix time),
         tiles_done / n_tiles for partial entries. Nothing is verified (see ``verify``)."""
+        self.wait()
         if not self.path.is_dir():
             return []
         out = []
@@ -1585,8 +1725,9 @@ class GramStore:
             key = j.name[:-len(".journal")]
             part = self._partial(key)
             try:
+                data = [p for p in (self._tiles(key), part) if p.exists()]
                 info = {"key": key, "state": "partial", "path": str(j),
-                        "bytes": part.stat().st_blocks * 512 if part.exists() else 0,
+                        "bytes": sum(p.stat().st_size for p in data),
                         "last_used": j.stat().st_mtime}
             except FileNotFoundError:       # finished meanwhile
                 continue
@@ -1648,6 +1789,7 @@ class GramStore:
     def remove(self, key: str) -> int:
         """Delete one entry (complete and partial files); returns bytes freed. A partial
         entry being computed by a live process (its lock held) is left alone."""
+        _join_pending(self.path, key)
         freed = 0
         final = self._final(key)
         if final.exists():
@@ -1693,6 +1835,7 @@ class GramStore:
     def clear(self) -> int:
         """Delete every entry (and stray temporary files); returns the number of keys
         removed. Partial entries being computed by a live process are left alone."""
+        self.wait()
         if not self.path.is_dir():
             return 0
         keys = set()

@@ -4,7 +4,8 @@ Modes (each prints one JSON line of results on stdout):
 
 ``crash DIR --kills K --seed S``
     Imports everything once, then K times forks a child that computes a small Gram
-    through ``GramStore(DIR)`` (random ``n_jobs`` and ``tile_size``) and SIGKILLs it at
+    through ``GramStore(DIR)`` (random ``n_jobs``, ``tile_size`` and in-memory or
+    out-of-core, i.e. both partial-entry layouts) and SIGKILLs it at
     a uniformly random moment of its run. After every kill the store is inspected: a
     complete entry is read back and compared bit for bit with a reference computed
     without the store (a mismatch that is served counts as ``corrupt_served``; a
@@ -60,14 +61,18 @@ def crash(args) -> dict:
     store = GramStore(args.dir)
     key = store.key(X, kernel=kernel)
 
-    def child(tile_size, n_jobs):
+    def child(tile_size, n_jobs, out_of_core=False):
         pid = os.fork()
         if pid == 0:  # child: compute, then leave without any cleanup
             code = 0
             try:
-                GramStore(args.dir).gram(X, kernel=kernel, kind="both", n_jobs=n_jobs,
-                                         tile_size=tile_size)
+                st = GramStore(args.dir)
+                st.gram(X, kernel=kernel, kind="both", n_jobs=n_jobs,
+                        tile_size=tile_size, out_of_core=out_of_core)
+                st.wait()               # the entry is completed in the background
             except BaseException:
+                import traceback
+                traceback.print_exc()
                 code = 3
             os._exit(code)
         return pid
@@ -110,7 +115,7 @@ def crash(args) -> dict:
         # a few kills at random moments, then one run that may finish (a resume)
         for _ in range(int(rng.integers(1, 5))):
             tile_size = [None, 3, 5, 8][int(rng.integers(4))]
-            pid = child(tile_size, int(rng.integers(1, 3)))
+            pid = child(tile_size, int(rng.integers(1, 3)), bool(rng.random() < 0.5))
             time.sleep(float(rng.uniform(0, duration)))
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -123,7 +128,7 @@ def crash(args) -> dict:
             out["complete_after_kill"] += check(False)
         resume = os.path.exists(store._journal(key))
         out["resumed_runs"] += resume
-        _, status = os.waitpid(child(None, 2), 0)
+        _, status = os.waitpid(child(None, 2, bool(rng.random() < 0.5)), 0)
         assert os.WEXITSTATUS(status) == 0
         check(resume)
     return out
@@ -149,6 +154,7 @@ def fuzz(args) -> dict:
     rng = np.random.default_rng(args.seed)
     store = GramStore(args.dir)
     store.gram(X, kernel=kernel)
+    store.wait()
     path = store._final(store.key(X, kernel=kernel))
     pristine = path.with_suffix(".pristine")
     shutil.copyfile(path, pristine)
@@ -178,6 +184,7 @@ def fuzz(args) -> dict:
             out["overwrites"] += 1
         try:
             res = store.gram(X, kernel=kernel, kind="both")
+            store.wait()
         except Exception:       # an error is not a wrong answer, but count it
             out["errors"] += 1
             store.remove(store.key(X, kernel=kernel))

@@ -134,8 +134,27 @@ def test_metadata_beside_each_entry(store):
     side = json.loads((store.path / f"{key}.json").read_text())
     assert side["key"] == key and side["kernel"] == K.to_dict()
     # nothing but the entry and its lock remain
+    store.wait()
     names = sorted(p.name for p in store.path.iterdir())
     assert names == [f"{key}.h5", f"{key}.json", f"{key}.lock"]
+
+
+def test_background_completion(tmp_path):
+    X = series(30)
+    expect = ref(X)
+    store = GramStore(tmp_path / "bg", background=True)
+    G = store.gram(X, kernel=K)
+    key = store.key(X, kernel=K)
+    G *= 0                                        # the caller owns its array
+    pid = os.fork()                               # a fork waits for the completion
+    if pid == 0:
+        os._exit(0 if store._final(key).exists() else 1)
+    assert os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 0
+    assert np.array_equal(store.gram(X, kernel=K), expect[0])
+    assert store.stats["hits"] == 1
+    sync = GramStore(tmp_path / "sync")
+    sync.gram(X, kernel=K)
+    assert sync._final(key).exists() and not S._PENDING
 
 
 def test_gram_cache_argument(tmp_path, monkeypatch):
@@ -143,10 +162,12 @@ def test_gram_cache_argument(tmp_path, monkeypatch):
     expect = ref(X)
     got = gram(X, kernel=K, kind="both", cache=tmp_path / "c")
     assert same(got, expect)
+    GramStore(tmp_path / "c").wait()            # completed in the background
     assert len(list((tmp_path / "c").glob("*.h5"))) == 1
     monkeypatch.setenv("RNTK_CACHE_DIR", str(tmp_path / "env"))
     assert S.default_cache_dir() == tmp_path / "env"
     assert np.array_equal(gram(X, kernel=K, cache=True), expect[0])
+    GramStore().wait()
     assert len(list((tmp_path / "env").glob("*.h5"))) == 1
     monkeypatch.delenv("RNTK_CACHE_DIR")
     monkeypatch.chdir(tmp_path)
@@ -165,10 +186,9 @@ def test_gram_cache_argument(tmp_path, monkeypatch):
 def interrupt_after(monkeypatch, k):
     """Make the store's run_tiles raise KeyboardInterrupt after k finished tiles."""
     orig = S.run_tiles
+    count = [0]                        # across calls (out of core runs in batches)
 
     def run(problem, tiles, on_tile, **kw):
-        count = [0]
-
         def cb(t, a, b):
             if count[0] == k:
                 raise KeyboardInterrupt
@@ -211,8 +231,8 @@ def test_resume_computes_only_missing_tiles_bit_identical(store, monkeypatch, Ym
         (".h5", ".json", ".lock"))] == []
 
 
-@pytest.mark.parametrize("where", ["data", "mirror"])
-def test_resume_recomputes_a_damaged_tile(store, monkeypatch, where):
+@pytest.mark.parametrize("ooc", [False, True], ids=["in-memory", "out-of-core"])
+def test_resume_recomputes_a_damaged_tile(store, monkeypatch, ooc):
     X = series(24)
     interrupt_after(monkeypatch, 6)
     with pytest.raises(KeyboardInterrupt):
@@ -222,19 +242,49 @@ def test_resume_recomputes_a_damaged_tile(store, monkeypatch, where):
     header, done = S._parse_journal(store._journal(key))
     victim = [i for i in sorted(done) if not header["tiles"][i][4]][1]   # off-diagonal
     r0, r1, c0, c1 = header["tiles"][victim][:4]
-    with h5py.File(store._partial(key), "r+") as f:
-        if where == "data":
-            f["nngp"][r0, c1 - 1] += 1.0
-        else:
-            f["ntk"][c0 + 1, r0] *= 1 + 2 ** -50
+    with open(store._tiles(key), "r+b") as fh:     # the NNGP block of its log record
+        fh.seek(done[victim]["o"] + 8 * (r1 - r0) * (c1 - c0) + 8)
+        fh.write(b"\x42" * 3)
     fresh = GramStore(store.path)
-    got = fresh.gram(X, kernel=K, kind="both", out_of_core=False)
+    got = fresh.gram(X, kernel=K, kind="both", out_of_core=ooc)
     assert fresh.stats["tiles_resumed"] == 5
     assert fresh.stats["tiles_computed"] == len(header["tiles"]) - 5
     assert same(got, ref(X))
+    if ooc:
+        for g in got:
+            g.close()
 
 
-@pytest.mark.parametrize("what", ["partial", "journal"])
+def test_interrupted_completion_is_redone(store, monkeypatch):
+    """Killed after the last tile, while writing the final file: the next call only
+    completes the file (and a tile damaged meanwhile is recomputed first)."""
+    X = series(20)
+    orig = S._Partial.finalize
+
+    def crash(self, *a, **k):
+        with open(self.store._partial(self.key), "wb") as fh:
+            fh.write(b"half an HDF5 file")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(S._Partial, "finalize", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, kernel=K, tile_size=5, out_of_core=True)
+    monkeypatch.setattr(S._Partial, "finalize", orig)
+    key = store.key(X, kernel=K)
+    header, done = S._parse_journal(store._journal(key))
+    assert len(done) == len(header["tiles"]) and not store._final(key).exists()
+    with open(store._tiles(key), "r+b") as fh:
+        fh.seek(done[0]["o"])
+        fh.write(b"\x00" * 16)
+    fresh = GramStore(store.path)
+    G = fresh.gram(X, kernel=K, out_of_core=True)
+    assert fresh.stats["tiles_computed"] == 1
+    assert fresh.stats["tiles_resumed"] == len(header["tiles"]) - 1
+    assert np.array_equal(G[:], ref(X)[0])
+    G.close()
+    assert not store._partial(key).exists() and not store._tiles(key).exists()
+
+
+@pytest.mark.parametrize("what", ["journal", "tiles"])
 def test_unusable_partial_is_restarted(store, monkeypatch, what):
     X = series(12)
     interrupt_after(monkeypatch, 3)
@@ -242,10 +292,15 @@ def test_unusable_partial_is_restarted(store, monkeypatch, what):
         store.gram(X, kernel=K, tile_size=3)
     monkeypatch.undo()
     key = store.key(X, kernel=K)
-    victim = store._partial(key) if what == "partial" else store._journal(key)
-    victim.write_bytes(b"not what it was")
-    with pytest.warns(CacheWarning, match="unusable partial"):
-        got = store.gram(X, kernel=K, kind="both", out_of_core=False)
+    fresh = GramStore(store.path)
+    if what == "journal":
+        store._journal(key).write_bytes(b"not what it was")
+        with pytest.warns(CacheWarning, match="unusable partial"):
+            got = fresh.gram(X, kernel=K, kind="both")
+    else:                                   # the log lost its data: every tile redone
+        store._tiles(key).write_bytes(b"")
+        got = fresh.gram(X, kernel=K, kind="both")
+        assert fresh.stats["tiles_resumed"] == 0
     assert same(got, ref(X)) and store._final(key).exists()
 
 
@@ -262,6 +317,36 @@ def test_partial_started_in_memory_resumes_out_of_core(store, monkeypatch):
     G.close()
 
 
+def test_partial_started_out_of_core_resumes_in_memory(store, monkeypatch):
+    X = series(16)
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, kernel=K, tile_size=3, out_of_core=True)
+    monkeypatch.undo()
+    got = store.gram(X, kernel=K, kind="both")
+    assert isinstance(got[0], np.ndarray) and same(got, ref(X))
+    assert store.stats["tiles_resumed"] == 3
+
+
+def test_out_of_core_runs_tiles_in_bounded_batches(store, monkeypatch):
+    X = series(40)
+    calls = []
+    orig = S.run_tiles
+
+    def spy(problem, tiles, on_tile, **kw):
+        calls.append(len(tiles))
+        return orig(problem, tiles, on_tile, **kw)
+    monkeypatch.setattr(S, "run_tiles", spy)
+    G = store.gram(X, kernel=K, tile_size=3, n_jobs=2, out_of_core=True)
+    assert np.array_equal(G[:], ref(X)[0])
+    n_tiles = G._entry.meta["n_tiles"]
+    G.close()
+    assert len(calls) > 1 and max(calls) <= 8 and sum(calls) == n_tiles
+    calls.clear()
+    store.gram(series(40, seed=1), kernel=K, tile_size=3, n_jobs=2)
+    assert len(calls) == 1                        # in memory: one stream
+
+
 def test_sigkill_at_random_moments_never_leaves_a_wrong_entry(tmp_path):
     out = run_worker("crash", tmp_path, "--kills", 25, "--seed", 1)
     assert out["kills"] >= 25
@@ -274,6 +359,7 @@ def test_sigkill_at_random_moments_never_leaves_a_wrong_entry(tmp_path):
 # -- corruption ------------------------------------------------------------------------------
 
 def stored_path(store, X, Y=None):
+    store.wait()
     return store._final(store.key(X, Y, kernel=K))
 
 
@@ -373,6 +459,7 @@ def test_lock_timeout_computes_without_storing(store):
     finally:
         holder.release()
     store.gram(X, kernel=K)
+    store.wait()
     assert store._final(key).exists()
 
 
@@ -389,6 +476,7 @@ def test_lock_fallback_without_flock(store, monkeypatch):
     dead.wait()
     excl.write_text(f"{socket.gethostname()}:{dead.pid}")          # a dead owner
     assert same(store.gram(X, kernel=K, kind="both"), ref(X))
+    store.wait()
     assert store._final(key).exists() and not excl.exists()
     Y = series(5, seed=3)
     key_y = store.key(Y, kernel=K)
@@ -400,6 +488,7 @@ def test_lock_fallback_without_flock(store, monkeypatch):
     assert not store._final(key_y).exists() and impatient.stats["lock_waits"] == 1
     live.unlink()
     store.gram(Y, kernel=K)
+    store.wait()
     assert store._final(key_y).exists()
 
 
@@ -407,6 +496,7 @@ def test_missing_side_file_is_recreated(store):
     X = series(12)
     store.gram(X, kernel=K)
     key = store.key(X, kernel=K)
+    store.wait()
     store._sidecar(key).unlink()
     (e,) = store.entries()
     assert e["state"] == "complete" and e["shape"] == (12, 12)
@@ -448,6 +538,7 @@ class read_only:
 def test_read_only_directory(store):
     X = series(10)
     store.gram(X[:5], kernel=K)
+    store.wait()
     interrupted = series(6, seed=9)
     with read_only(store.path):
         with pytest.raises(OSError):
@@ -467,6 +558,7 @@ def test_read_only_directory(store):
 def test_unwritable_store_warns_and_returns_the_matrix(store, monkeypatch):
     X = series(10)
     store.gram(X[:5], kernel=K)          # an entry stored while writable
+    store.wait()
     n_files = len(list(store.path.iterdir()))
 
     def refuse(self):
@@ -510,6 +602,7 @@ def test_disk_full_mid_computation(store, monkeypatch):
     monkeypatch.undo()                              # space freed: resume
     fresh = GramStore(store.path)
     assert same(fresh.gram(X, kernel=K, kind="both"), expect)
+    fresh.wait()
     assert fresh.stats["tiles_resumed"] == 5 and store._final(key).exists()
 
 
@@ -632,6 +725,7 @@ def test_cli_ls_info_verify_prune_clear(store, capsys, monkeypatch):
     keys = []
     for i, X in enumerate(sets):
         store.gram(X, kernel=K.replace(sigma_w=1.0 + i))
+        store.wait()
         keys.append(store.key(X, kernel=K.replace(sigma_w=1.0 + i)))
         os.utime(store._final(keys[-1]), (1e9 + i, 1e9 + i))    # last used: in order
     interrupt_after(monkeypatch, 2)
@@ -663,7 +757,7 @@ def test_cli_ls_info_verify_prune_clear(store, capsys, monkeypatch):
     assert cli(["cache", "--dir", d, "prune", "--max-bytes", "1K"]) == 0
     assert store.entries() == []
     store.gram(sets[0], kernel=K)
-    assert cli(["cache", "--dir", d, "clear"]) == 0
+    assert cli(["cache", "--dir", d, "clear"]) == 0     # waits for the completion
     assert list(store.path.iterdir()) == []
     capsys.readouterr()
     assert cli(["cache", "--dir", d, "ls"]) == 0 and "empty" in capsys.readouterr().out
