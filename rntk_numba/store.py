@@ -337,7 +337,7 @@ def _as_index(idx, n: int, what: str) -> np.ndarray:
     return np.where(a < 0, a + n, a)
 
 
-# -- reading complete entries ---------------------------------------------------------------
+# -- reading complete entries -------------------------------------------------------
 
 class GramArray:
     """Read-only handle on one stored kernel matrix (an out-of-core Gram).
@@ -526,7 +526,8 @@ class GramEntry:
             f = self._file
             a = f.attrs
             if int(a["format"]) != STORE_FORMAT:
-                raise ValueError(f"store format {int(a['format'])}, expected {STORE_FORMAT}")
+                raise ValueError(f"store format {int(a['format'])}, "
+                                 f"expected {STORE_FORMAT}")
             if not bool(a["complete"]):
                 raise ValueError("not marked complete")
             self.key = _attr_str(a, "key")
@@ -1036,7 +1037,7 @@ class _Partial:
                 setattr(self, name, None)
 
 
-# -- the store -------------------------------------------------------------------------------
+# -- the store ------------------------------------------------------------------------
 
 class GramStore:
     """HDF5-backed store of Gram matrices in a directory (see the module docstring).
@@ -1083,7 +1084,8 @@ class GramStore:
     >>> G = store.gram(X, kernel=RNTK())          # computed, stored
     >>> bool((store.gram(X, kernel=RNTK()) == G).all()), store.stats["hits"]
     (True, 1)
-    >>> bool((store.gram_subset(X, [2, 0], kernel=RNTK()) == G[np.ix_([2, 0], [2, 0])]).all())
+    >>> sub = store.gram_subset(X, [2, 0], kernel=RNTK())      # a slice, no computation
+    >>> bool((sub == G[np.ix_([2, 0], [2, 0])]).all())
     True
     """
 
@@ -1094,7 +1096,8 @@ class GramStore:
             raise ValueError(f"GramStore: {self.path} exists and is not a directory")
         if memory_budget is None:
             try:
-                memory_budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+                memory_budget = (os.sysconf("SC_PAGE_SIZE")
+                                 * os.sysconf("SC_PHYS_PAGES") // 2)
             except (ValueError, OSError, AttributeError):  # pragma: no cover
                 memory_budget = 4 << 30
         self.memory_budget = int(memory_budget)
@@ -1222,7 +1225,8 @@ class GramStore:
             kinds = _KINDS if kind == "both" else (kind,)
             arrays = []
             for i, k in enumerate(kinds):
-                e = entry if i == 0 else GramEntry(entry.path, key, on_corrupt=self._discard)
+                e = (entry if i == 0 else
+                     GramEntry(entry.path, key, on_corrupt=self._discard))
                 arrays.append(GramArray(e, k, owns_entry=True))
             result = tuple(arrays) if kind == "both" else arrays[0]
         else:

@@ -129,6 +129,13 @@ def page_cache_probe(root, mb=256):
     t0 = time.perf_counter()
     zlib.crc32(buf)
     out["crc32_MBps"] = mb / (time.perf_counter() - t0)
+    a = np.frombuffer(buf, dtype=np.float64)
+    t0 = time.perf_counter()
+    b = a.copy()                                   # into memory never touched before
+    out["copy_to_new_memory_MBps"] = mb / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    np.copyto(b, a)                                # into the same memory again
+    out["copy_to_touched_memory_MBps"] = mb / (time.perf_counter() - t0)
     shutil.rmtree(path.parent)
     return out
 
