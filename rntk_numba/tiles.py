@@ -19,8 +19,8 @@ __all__ = ["Tile", "plan_tiles", "pair_steps", "MAX_TILE_ROWS"]
 
 #: Upper bound on a tile's side, so that a tile's temporary arrays stay small (a few MB).
 MAX_TILE_ROWS = 512
-#: Default work per tile (pair-steps): ~0.1-0.3 s on one core.
-TARGET_TILE_STEPS = 4e7
+#: Default work per tile (pair-steps): ~0.05-0.1 s on one core.
+TARGET_TILE_STEPS = 2e7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,7 @@ def plan_tiles(len_rows, len_cols=None, *, n_layers: int = 1,
         symmetric Gram of the rows (upper triangle only).
     tile_size : int, optional
         Rows (and columns) per tile. Default: cost-based, about
-        ``TARGET_TILE_STEPS`` pair-steps per tile, at least ~4 tiles per worker, at most
+        ``TARGET_TILE_STEPS`` pair-steps per tile, at least ~8 tiles per worker, at most
         ``MAX_TILE_ROWS`` rows.
     n_workers : int
         Parallel workers the plan should keep busy.
@@ -113,7 +113,7 @@ def plan_tiles(len_rows, len_cols=None, *, n_layers: int = 1,
                                                       b.size))
     else:
         total = pair_steps(a, None if symmetric else b, n_layers)
-        want_tiles = max(4 * n_workers, int(np.ceil(total / TARGET_TILE_STEPS)), 1)
+        want_tiles = max(8 * n_workers, int(np.ceil(total / TARGET_TILE_STEPS)), 1)
         if symmetric:
             nb = int(np.ceil(np.sqrt(2 * want_tiles)))
             rb = cb = _boundaries(a, nb, MAX_TILE_ROWS)
