@@ -55,13 +55,24 @@ def gram(X, Y=None, *, kernel: RNTK, kind: str = "ntk", n_jobs=None,
     progress : bool
         Show a progress bar over pair-steps.
     cache : GramStore or path, optional
-        Look the matrix up in / store it into an on-disk store (see ``GramStore``).
+        Look the matrix up in / store it into an on-disk store (see ``GramStore``):
+        equal inputs and hyperparameters are read back (verified) instead of
+        recomputed, an interrupted computation resumes, and a subset of a cached set
+        is sliced from it. A Gram whose kernels exceed the store's ``memory_budget``
+        comes back as an on-disk ``GramArray`` (NumPy-style slicing; see
+        ``GramStore.gram(..., out_of_core=True)``).
     tile_size : int, optional
         Rows per tile (default: cost-based). Results do not depend on it.
 
     Returns
     -------
     ndarray (N, M) float64, or a tuple ``(ntk, nngp)`` for ``kind="both"``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Malformed sequences (the message names the series, time step and channel), a
+        bad ``kind``, ``n_jobs=0`` or ``tile_size < 1``; ``kernel`` not an ``RNTK``.
 
     Examples
     --------
