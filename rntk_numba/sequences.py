@@ -111,6 +111,32 @@ def _from_valid_list(series: list, m: int) -> PackedSequences:
     return PackedSequences(values, offsets, lengths)
 
 
+def _pack_array(arr: np.ndarray, name: str) -> PackedSequences:
+    """Vectorised ``pack`` of an (N, T, m) float64 array (same rules and messages)."""
+    N, T, m = arr.shape
+    nan_rows = np.isnan(arr).all(axis=2)                       # (N, T)
+    # length = 1 + index of the last row that is not all-NaN (0 if none)
+    not_pad = ~nan_rows
+    last = T - 1 - np.argmax(not_pad[:, ::-1], axis=1)
+    lengths = np.where(not_pad.any(axis=1), last + 1, 0).astype(np.int64)
+    if (lengths == 0).any():
+        i = int(np.flatnonzero(lengths == 0)[0])
+        raise ValueError(f"{name}: series {i} is empty (length 0 after removing "
+                         f"trailing NaN padding)")
+    inside = np.arange(T)[None, :] < lengths[:, None]          # (N, T)
+    bad = ~np.isfinite(arr) & inside[:, :, None]
+    if bad.any():
+        i, t, c = (int(v) for v in np.argwhere(bad)[0])
+        v = arr[i, t, c]
+        kind = "NaN inside the series (only trailing NaN rows are padding)" \
+            if np.isnan(v) else f"non-finite value {v}"
+        raise ValueError(f"{name}: series {i}, time step {t}, channel {c}: {kind}")
+    values = np.ascontiguousarray(arr[inside])                 # series back to back
+    offsets = np.zeros(N + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return PackedSequences(values, offsets, lengths)
+
+
 def pack(X, name: str = "X") -> PackedSequences:
     """Validate a sequence set in any accepted layout and pack it (float64).
 
@@ -153,7 +179,7 @@ def pack(X, name: str = "X") -> PackedSequences:
         if T == 0 or m == 0:
             raise ValueError(f"{name}: series have length {T} and {m} channels; "
                              f"both must be >= 1")
-        return _from_valid_list([_strip_and_check(arr[i], i, name) for i in range(N)], m)
+        return _pack_array(arr, name)
     try:
         items = list(X)
     except TypeError:
