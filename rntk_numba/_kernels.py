@@ -16,7 +16,7 @@ All arrays are float64 / int64 and C-contiguous. Nothing here allocates per pair
 import numpy as np
 
 from ._dual import erf_dual_cross, erf_dual_self, relu_dual_cross, relu_dual_self
-from ._jit import jit
+from ._jit import jit, jit_inline
 
 RELU = 0
 ERF = 1
@@ -89,6 +89,23 @@ def _self_factors(sig, act):
                 f1[l, k] = 1.0 / np.sqrt(1.0 + 2.0 * a)
                 f2[l, k] = np.sqrt(a)
     return f1, f2
+
+
+@jit_inline
+def _cell(started, v_prev, vp_prev, th_prev, b, bp_th, sw2, su2, sb2):
+    """Sigma and Theta at one cell of the walk (spec 3): the NNGP and NTK updates.
+
+    ``(v_prev, vp_prev, th_prev)``: V, V', Theta of this layer at the previous cell;
+    ``b, bp_th``: B and B' * Theta from the layer below at this cell. Before and at its
+    first cell a pair has no past: the recurrent terms are SELECTED to 0 (never
+    multiplied by a 0/1 mask, so an overflow left in the lane by another pair cannot
+    leak in as 0 * inf = NaN).
+    """
+    a = v_prev if started else 0.0
+    a_th = vp_prev * th_prev if started else 0.0
+    sigma = sw2 * a + su2 * b + sb2
+    theta = sigma + sw2 * a_th + su2 * bp_th
+    return sigma, theta
 
 
 @jit
@@ -185,36 +202,21 @@ def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_lay
                     r2 = f2[l, pos]
                     c1 = cf1[l, u]
                     c2 = cf2[l, u]
+                    # one loop per activation: the branch stays outside the
+                    # vectorised loop
                     if act == RELU:
                         for p in range(lanes):
-                            # before and at its first cell a lane has no past:
-                            # select 0 (a select, never a multiplication by a 0/1
-                            # mask, so an overflow left by another pair cannot leak
-                            # in as 0 * inf = NaN)
-                            started = u > ustart[p]
-                            a_prev = v_l[p] if started else 0.0
-                            g_prev = vp_l[p] * th_l[p] if started else 0.0
-                            cc = sw2 * a_prev + su2 * in_b[p] + sb2
-                            theta = cc + sw2 * g_prev + su2 * in_g[p]
-                            vv, vvp = relu_dual_cross(cc, r1 * c1[b0 + p],
-                                                      r2 * c2[b0 + p])
-                            v_l[p] = vv
-                            vp_l[p] = vvp
+                            cc, theta = _cell(u > ustart[p], v_l[p], vp_l[p], th_l[p],
+                                              in_b[p], in_g[p], sw2, su2, sb2)
+                            v_l[p], vp_l[p] = relu_dual_cross(cc, r1 * c1[b0 + p],
+                                                              r2 * c2[b0 + p])
                             th_l[p] = theta
                     else:
                         for p in range(lanes):
-                            # before and at its first cell a lane has no past:
-                            # select 0 (a select, never a multiplication by a 0/1
-                            # mask, so an overflow left by another pair cannot leak
-                            # in as 0 * inf = NaN)
-                            started = u > ustart[p]
-                            a_prev = v_l[p] if started else 0.0
-                            g_prev = vp_l[p] * th_l[p] if started else 0.0
-                            cc = sw2 * a_prev + su2 * in_b[p] + sb2
-                            theta = cc + sw2 * g_prev + su2 * in_g[p]
-                            vv, vvp = erf_dual_cross(cc, r1 * c1[b0 + p], r2 * c2[b0 + p])
-                            v_l[p] = vv
-                            vp_l[p] = vvp
+                            cc, theta = _cell(u > ustart[p], v_l[p], vp_l[p], th_l[p],
+                                              in_b[p], in_g[p], sw2, su2, sb2)
+                            v_l[p], vp_l[p] = erf_dual_cross(cc, r1 * c1[b0 + p],
+                                                             r2 * c2[b0 + p])
                             th_l[p] = theta
                     if l + 1 < L:
                         for p in range(lanes):
