@@ -48,6 +48,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import csv
 import hashlib
 import json
@@ -122,8 +123,9 @@ def parse_args(argv=None):
                    help="workers for Gram matrices, CV fits and DTW (default: all cores)")
     p.add_argument("--cache", default="cache",
                    help="Gram store directory (default cache/); 'none' disables it")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated subset of {','.join(METHODS)} (default: all; "
+                        f"DTW needs aeon: pip install -e '.[bench]')")
     p.add_argument("--grid", choices=sorted(GRIDS), default="full",
                    help="hyperparameter grids (quick: a smoke run)")
     p.add_argument("--cv", type=int, default=10, help="CV folds (default 10)")
@@ -134,10 +136,18 @@ def parse_args(argv=None):
                         "if present)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    explicit = args.methods is not None
+    args.methods = [m.strip() for m in (args.methods or ",".join(METHODS)).split(",")
+                    if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
         p.error(f"unknown method(s) {bad}; choose from {list(METHODS)}")
+    if "DTW" in args.methods and importlib.util.find_spec("aeon") is None:
+        if explicit:
+            p.error("DTW needs aeon (pip install aeon, or pip install -e '.[bench]')")
+        print("note: aeon is not installed, so 1-NN DTW is skipped "
+              "(pip install -e '.[bench]' to include it)", file=sys.stderr)
+        args.methods = [m for m in args.methods if m != "DTW"]
     if args.cache.lower() == "none":
         args.cache = None
     if args.paper is None:
