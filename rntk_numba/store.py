@@ -47,8 +47,9 @@ Files in the store directory, per key::
 
 A complete file has two float64 datasets ``ntk`` and ``nngp`` of the full (N, M) matrix
 (a symmetric Gram is materialised, both triangles, so any slice reads directly), stored
-contiguously, plus ``crc_ntk`` / ``crc_nngp``: CRC-32 checksums of row bands of about
-1 MiB, the lengths and fingerprints of the data, per-series fingerprints (for subset
+contiguously, plus ``crc_ntk`` / ``crc_nngp``: 64-bit checksums (``_checksum``, a
+vectorised Fletcher-style sum, ~5x faster than CRC-32) of row bands of about 1 MiB,
+the lengths and fingerprints of the data, per-series fingerprints (for subset
 look-ups), and the metadata as an attribute: hyperparameters, shapes, lengths, creation
 time, engine and library versions, compute time, tile counts, and CRC-32s of the small
 datasets. HDF5 metadata is checksummed as well (HDF5 1.8 file format: superblock v2,
@@ -127,7 +128,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import params
+from . import _checksum, params
 from ._version import __version__
 from .engine import default_n_jobs, prepare, run_tiles
 from .gram import _check_args, pack_pair
@@ -144,7 +145,7 @@ __all__ = ["GramStore", "GramEntry", "GramArray", "CacheWarning", "CorruptEntryE
            "as_store", "default_cache_dir", "register", "STORE_FORMAT"]
 
 #: Version of the on-disk layout (entries of another format are recomputed).
-STORE_FORMAT = 1
+STORE_FORMAT = 2      # 2: 64-bit band checksums (rntk_numba._checksum)
 #: Target size of a checksummed row band.
 BAND_BYTES = 1 << 20
 #: HDF5 file-format bounds: the 1.8 format (superblock v2 and object headers v2, both
@@ -214,15 +215,10 @@ def _band_rows(n_cols: int) -> int:
 
 
 def _band_crcs(a: np.ndarray, band_rows: int) -> np.ndarray:
-    """CRC-32 of each row band of a C-contiguous 2-D array (zlib releases the GIL, so
-    large arrays are checksummed by two threads)."""
-    starts = range(0, a.shape[0], band_rows)
-    if a.nbytes < (32 << 20):
-        return np.array([zlib.crc32(a[s:s + band_rows]) for s in starts], dtype=np.uint32)
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(2) as ex:
-        return np.array(list(ex.map(lambda s: zlib.crc32(a[s:s + band_rows]), starts)),
-                        dtype=np.uint32)
+    """Checksum (``rntk_numba._checksum``, 64-bit) of each row band of a C-contiguous
+    2-D array."""
+    return np.array([_checksum.checksum(a[s:s + band_rows])
+                     for s in range(0, a.shape[0], band_rows)], dtype=np.uint64)
 
 
 def series_fingerprints(P: PackedSequences) -> np.ndarray:
@@ -402,7 +398,7 @@ class GramArray:
         return f"rows {b * self._band}..{min(self.shape[0], (b + 1) * self._band) - 1}"
 
     def _check_band(self, b: int, data: np.ndarray) -> None:
-        if zlib.crc32(np.ascontiguousarray(data)) != int(self._crc[b]):
+        if _checksum.checksum(data) != int(self._crc[b]):
             self._entry._corrupt(f"checksum mismatch in {self.kind} {self._rows_of(b)}")
         self._verified[b] = True
 
@@ -419,16 +415,38 @@ class GramArray:
     def read(self) -> np.ndarray:
         """The whole matrix as an in-memory array (every band verified)."""
         out = np.empty(self.shape)
+        n_cols = self.shape[1]
+        off = self._ds.id.get_offset()       # contiguous: checked when the entry opened
+
+        def read_bands(bands):
+            """pread each band straight into ``out`` and checksum it while it is in
+            cache (both release the GIL: two threads read two halves)."""
+            bad = []
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                for b in bands:
+                    r0, r1 = b * self._band, min(self.shape[0], (b + 1) * self._band)
+                    block = out[r0:r1]
+                    _pread_into(fd, block, off + 8 * r0 * n_cols)
+                    if _checksum.checksum(block) != int(self._crc[b]):
+                        bad.append(b)
+            finally:
+                os.close(fd)
+            return bad
+
+        bands = np.arange(self._crc.size)
         try:
-            self._ds.read_direct(out)
-        except (OSError, RuntimeError, ValueError) as exc:
+            if out.nbytes < (32 << 20):
+                bad = read_bands(bands)
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+                with ThreadPoolExecutor(2) as ex:
+                    bad = sum(ex.map(read_bands, np.array_split(bands, 2)), [])
+        except OSError as exc:
             self._entry._corrupt(f"cannot read {self.kind}: {exc}")
-        crcs = _band_crcs(out, self._band)
-        bad = np.flatnonzero(crcs != self._crc)
-        if bad.size:
-            b = int(bad[0])
-            self._entry._corrupt(f"checksum mismatch in {self.kind} {self._rows_of(b)} "
-                                 f"({bad.size} band(s))")
+        if bad:
+            self._entry._corrupt(f"checksum mismatch in {self.kind} "
+                                 f"{self._rows_of(int(bad[0]))} ({len(bad)} band(s))")
         self._verified[:] = True
         return out
 
@@ -550,7 +568,7 @@ class GramEntry:
                     raise ValueError(f"dataset {kind} is not stored contiguously "
                                      f"within the file")
                 crc = self.aux("crc_" + kind)
-                if crc.shape != (n_bands,) or crc.dtype != np.uint32:
+                if crc.shape != (n_bands,) or crc.dtype != np.uint64:
                     raise ValueError(f"crc_{kind} has shape {crc.shape}, "
                                      f"expected ({n_bands},)")
                 self._crcs[kind] = crc
@@ -953,7 +971,7 @@ class _Partial:
                 if self.symmetric and not t.diagonal:
                     by_row.setdefault(t.c0, []).append(t)     # its mirror
             crcs = {k: [] for k in _KINDS}
-            run = {k: 0 for k in _KINDS}                  # crc of a band in progress
+            run = {k: _checksum.new_state() for k in _KINDS}   # band in progress
             filled = 0                                    # rows in the band so far
             for r0, r1 in rows:
                 blocks = {k: np.empty((r1 - r0, m)) for k in _KINDS}
@@ -975,17 +993,17 @@ class _Partial:
                 while pos < r1 - r0:
                     take = min(band - filled, r1 - r0 - pos)
                     for k in _KINDS:
-                        run[k] = zlib.crc32(blocks[k][pos:pos + take], run[k])
+                        _checksum.update(run[k], blocks[k][pos:pos + take])
                     pos += take
                     filled += take
                     if filled == band or r0 + pos == n:
                         for k in _KINDS:
-                            crcs[k].append(run[k])
-                            run[k] = 0
+                            crcs[k].append(_checksum.digest(run[k], filled * m))
+                            run[k] = _checksum.new_state()
                         filled = 0
         finally:
             os.close(fd)
-        return {k: np.array(v, dtype=np.uint32) for k, v in crcs.items()}
+        return {k: np.array(v, dtype=np.uint64) for k, v in crcs.items()}
 
     def finalize(self, meta: dict, datasets: dict, arrays=None) -> Path:
         """Write ``<key>.partial.h5`` (from ``arrays``, the matrices held in memory, or
