@@ -12,9 +12,6 @@ import numpy as np
 
 from ._jit import jit
 
-_FOLD = np.uint64(0x9E3779B97F4A7C15)
-
-
 @jit
 def _update(words, state):
     s1 = state[0]
@@ -37,11 +34,24 @@ def update(state: np.ndarray, data: np.ndarray) -> np.ndarray:
     return state
 
 
+_MASK = 0xFFFFFFFFFFFFFFFF
+
+
+def _mix(z: int) -> int:
+    """splitmix64's finaliser: a bijective, avalanching mix of 64 bits."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
 def digest(state: np.ndarray, n_words: int) -> int:
-    """Fold the state (and the length, in 64-bit words) into one 64-bit value."""
+    """Fold the state and the length (in 64-bit words) into one 64-bit value.
+
+    s1 (the plain sum) changes with any single word, and s2 and the length enter
+    through an avalanching mix, so no structured change (a flipped top bit, say) can
+    cancel between them."""
     s1, s2 = int(state[0]), int(state[1])
-    return (s1 ^ ((s2 * int(_FOLD)) & 0xFFFFFFFFFFFFFFFF)
-            ^ ((n_words * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF))
+    return (s1 + _mix(s2 ^ _mix(n_words))) & _MASK
 
 
 def checksum(data: np.ndarray) -> int:

@@ -27,6 +27,11 @@ def test_damage_is_detected(data):
         d = data.copy()
         d.view(np.uint8).reshape(-1)[rng.integers(d.nbytes)] ^= np.uint8(1 << rng.integers(8))
         assert _checksum.checksum(d) != whole
+    for word in (0, 1, 2, 999, data.size - 2, data.size - 1):  # structured flips:
+        for bit in (0, 31, 32, 62, 63):                        # the top bit too
+            d = data.copy().reshape(-1)
+            d.view(np.uint64)[word] ^= np.uint64(1 << bit)
+            assert _checksum.checksum(d) != whole
     swapped = data.copy().reshape(-1)
     swapped[[10, 11]] = swapped[[11, 10]]
     assert _checksum.checksum(swapped) != whole               # order matters
