@@ -47,9 +47,10 @@ def _asin_core(u, z):
 
 @jit_inline
 def _clip_unit(x):
-    """Clip to [-1, 1] (a guard against rounding, never a change of meaning)."""
-    x = x if x < 1.0 else 1.0
-    return x if x > -1.0 else -1.0
+    """Clip to [-1, 1] (a guard against rounding, never a change of meaning). NaN stays
+    NaN, so that an impossible input shows in the result instead of becoming rho = 1."""
+    x = 1.0 if x > 1.0 else x
+    return -1.0 if x < -1.0 else x
 
 
 @jit_inline

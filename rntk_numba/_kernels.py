@@ -20,6 +20,9 @@ from ._jit import jit, jit_inline
 
 RELU = 0
 ERF = 1
+#: Self-kernel variances below this count as 0 for the relu dual (1/sqrt(a) * 1/sqrt(b)
+#: must not overflow).
+TINY_VARIANCE = 1e-300
 
 
 @jit
@@ -84,7 +87,10 @@ def _self_factors(sig, act):
             if act == RELU:
                 r = np.sqrt(a)
                 f1[l, k] = r
-                f2[l, k] = 1.0 / r if a > 0.0 else 0.0
+                # below TINY_VARIANCE the product of two inverse square roots would
+                # overflow: treat the variance as 0 (project choice rho := 0; V is
+                # below ~1e-300 there anyway)
+                f2[l, k] = 1.0 / r if a > TINY_VARIANCE else 0.0
             else:
                 f1[l, k] = 1.0 / np.sqrt(1.0 + 2.0 * a)
                 f2[l, k] = np.sqrt(a)

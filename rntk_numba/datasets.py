@@ -154,7 +154,7 @@ def load_ucr(name: str, data_dir, *, normalize=None):
     Examples
     --------
     >>> X, y, Xt, yt = load_ucr("GunPoint", "../shared/ucr")   # doctest: +SKIP
-    >>> len(X), X[0].shape
+    >>> len(X), X[0].shape                                     # doctest: +SKIP
     (50, (150,))
     """
     root = os.fspath(data_dir)

@@ -9,6 +9,7 @@ configured backend.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import threading
 
@@ -45,6 +46,8 @@ def resolve_n_jobs(n_jobs=None) -> int:
     from joblib.parallel import get_active_backend
 
     if n_jobs is not None:
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral):
+            raise TypeError(f"n_jobs must be an integer or None, got {n_jobs!r}")
         n_jobs = int(n_jobs)
         if n_jobs == 0:
             raise ValueError("n_jobs must be a non-zero integer (or None for all cores)")

@@ -185,6 +185,17 @@ def _rntk_tags(tags):
 
 
 # --------------------------------------------------------------------------- base
+def _require_finite(G, what):
+    """ValueError naming the first non-finite entry of a kernel matrix (an overflow)."""
+    G = np.asarray(G)
+    if np.isfinite(G).all():
+        return
+    i, j = (int(v) for v in np.argwhere(~np.isfinite(G))[0])
+    raise ValueError(f"{what} has a non-finite entry at ({i}, {j}): {G[i, j]} (the "
+                     f"kernel overflowed float64: use sigma_w closer to sqrt(2), or "
+                     f"shorter or rescaled series)")
+
+
 class _KernelModel(BaseEstimator):
     """Shared fit / predict logic: kernel spec -> Gram -> inner precomputed estimator."""
 
@@ -215,6 +226,7 @@ class _KernelModel(BaseEstimator):
         w = _validate_sample_weight(sample_weight, PX.n)
         spec = self._kernel_spec().fixed_for(PX)
         G = np.asarray(spec.gram(PX, n_jobs=self.n_jobs, cache=self.cache))
+        _require_finite(G, f"the training Gram of {spec.label()}")
         return self._fit_gram(G, PX, y, spec, w)
 
     def _fit_gram(self, G, PX, y, spec, sample_weight=None):
@@ -258,6 +270,7 @@ class _KernelModel(BaseEstimator):
                              f"was fitted on series with {self.n_channels_}")
         K = np.asarray(self.kernel_spec_.gram(PX, self.X_train_, n_jobs=self.n_jobs,
                                               cache=self.cache))
+        _require_finite(K, "the kernel between X and the training set")
         if self.train_self_root_ is not None:
             return _cosine(K, _root_self(self.kernel_spec_.diag(PX)),
                            self.train_self_root_)
@@ -767,10 +780,7 @@ class RNTKSearchCV(BaseEstimator):
             G = np.asarray(spec.gram(PX, n_jobs=self.n_jobs, cache=cache),
                            dtype=np.float64)
             self.gram_calls_ += 1
-            if not np.all(np.isfinite(G)):
-                i, j = np.argwhere(~np.isfinite(G))[0]
-                raise ValueError(f"the training Gram of {spec.label()} has a non-finite "
-                                 f"entry at ({i}, {j}): {G[i, j]}")
+            _require_finite(G, f"the training Gram of {spec.label()}")
             t1 = time.perf_counter()
             Gcv = G
             if self.kernel_scaling == "cosine":

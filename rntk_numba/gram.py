@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .engine import prepare, run_tiles
@@ -91,7 +93,25 @@ def gram(X, Y=None, *, kernel: RNTK, kind: str = "ntk", n_jobs=None,
                                     progress=progress, tile_size=tile_size)
     ntk, nngp = compute_dense(PX, PY, kernel, n_jobs=n_jobs, progress=progress,
                               tile_size=tile_size, kind=kind)
+    for name, arr in (("ntk", ntk), ("nngp", nngp)):
+        if arr is not None:
+            warn_if_not_finite(arr, name)
     return select_kind(ntk, nngp, kind)
+
+
+def warn_if_not_finite(arr, name="ntk", stacklevel=3):
+    """A RuntimeWarning if the kernel overflowed somewhere (it does not raise: the
+    finite entries are still the kernel's values)."""
+    if np.isfinite(arr).all():
+        return
+    bad = ~np.isfinite(arr)
+    i, j = (int(v) for v in np.argwhere(bad)[0])
+    warnings.warn(
+        f"gram: {int(bad.sum())} {name} entries are not finite (first at ({i}, {j}): "
+        f"{arr[i, j]}): the kernel overflowed float64. RNTK values grow geometrically "
+        f"along a series when sigma_w is far from sqrt(2) (relu) or large (erf); use "
+        f"sigma_w closer to sqrt(2), or shorter or rescaled series.",
+        RuntimeWarning, stacklevel=stacklevel)
 
 
 def select_kind(ntk, nngp, kind):

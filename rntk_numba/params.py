@@ -65,9 +65,10 @@ class RNTK:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"RNTK: {name} must be a real number, got {value!r}")
             value = float(value)
-            if not math.isfinite(value) or value < 0:
+            if not math.isfinite(value) or value < 0 or value > 1e150:
                 raise ValueError(
-                    f"RNTK: {name} must be finite and >= 0, got {value!r}"
+                    f"RNTK: {name} must be finite, >= 0 and <= 1e150 (its square "
+                    f"enters the recursion), got {value!r}"
                 )
             object.__setattr__(self, name, value)
         n = self.n_layers

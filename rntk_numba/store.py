@@ -1294,7 +1294,9 @@ class GramStore:
         a slice of the stored matrix -- the CV-fold path:
 
         * ``gram_subset(X, tr)`` equals ``gram(X[tr])`` bit for bit (same-sample
-          diagonal), for any index order;
+          diagonal), for any order of distinct indices (a repeated index, as in a
+          bootstrap sample, is refused: its copies would be the same sample here but
+          different samples in ``gram``);
         * ``gram_subset(X, te, tr)`` equals ``gram(X[te], X[tr])`` bit for bit when
           ``te`` and ``tr`` share no index (a shared index i gives ``G[i, i]``, the
           same-sample entry, which differs from the cross kernel when sigma_h > 0).
@@ -1314,6 +1316,11 @@ class GramStore:
         PX, _ = self._pack(X, None)
         r = _as_index(rows, PX.n, "rows")
         c = r if cols is None else _as_index(cols, PX.n, "cols")
+        for name, idx in (("rows", r), ("cols", c)):
+            if np.unique(idx).size != idx.size:
+                raise ValueError(f"gram_subset: {name} has repeated indices; pass "
+                                 f"distinct indices (for a bootstrap sample, call "
+                                 f"gram(X_sample) instead)")
         res = self.gram(PX, kernel=kernel, kind=kind, n_jobs=n_jobs, progress=progress,
                         tile_size=tile_size)
         parts = res if kind == "both" else (res,)
@@ -2011,7 +2018,7 @@ def register(subparsers) -> None:
 def _cli(args) -> int:
     action = getattr(args, "cache_command", None)
     if action is None:
-        args._cache_parser.print_help()
-        return 0
+        args._cache_parser.print_help(sys.stderr)
+        return 2
     store = GramStore(args.dir) if args.dir else GramStore()
     return _ACTIONS[action](store, args)

@@ -12,6 +12,7 @@ resumes the others).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import numpy as np
 
@@ -105,6 +106,8 @@ def plan_tiles(len_rows, len_cols=None, *, n_layers: int = 1,
     symmetric = len_cols is None
     b = a if symmetric else np.asarray(len_cols, dtype=np.int64)
     if tile_size is not None:
+        if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral):
+            raise TypeError(f"tile_size must be an integer >= 1, got {tile_size!r}")
         if int(tile_size) < 1:
             raise ValueError(f"tile_size must be >= 1, got {tile_size}")
         tile_size = int(tile_size)

@@ -58,4 +58,4 @@ def test_rntk_demo_bad_argument_is_a_clear_error():
                            "--sigma-w", "-1"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2
-    assert "sigma_w must be finite and >= 0" in proc.stderr
+    assert "sigma_w must be finite, >= 0" in proc.stderr

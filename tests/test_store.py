@@ -761,7 +761,7 @@ def test_cli_ls_info_verify_prune_clear(store, capsys, monkeypatch):
     assert list(store.path.iterdir()) == []
     capsys.readouterr()
     assert cli(["cache", "--dir", d, "ls"]) == 0 and "empty" in capsys.readouterr().out
-    assert cli(["cache"]) == 0 and "verify" in capsys.readouterr().out
+    assert cli(["cache"]) == 2 and "verify" in capsys.readouterr().err   # no action
     with pytest.raises(SystemExit):
         cli(["cache", "prune", "--max-bytes", "lots"])
     assert S._parse_bytes("1.5K") == 1536 and S._parse_bytes("2GiB") == 2 << 30
@@ -772,3 +772,14 @@ def test_cli_default_directory(tmp_path, monkeypatch, capsys):
     gram(series(5), kernel=K, cache=True)
     assert cli(["cache", "ls"]) == 0
     assert "5x5" in capsys.readouterr().out
+
+
+def test_gram_subset_refuses_repeated_indices(tmp_path):
+    rng = np.random.default_rng(21)
+    X = [rng.standard_normal(int(T)) for T in rng.integers(3, 12, 6)]
+    store = GramStore(tmp_path / "s")
+    k = RNTK(sigma_h=1.0, sigma_b=0.3)
+    with pytest.raises(ValueError, match="repeated"):
+        store.gram_subset(X, [0, 0, 1], kernel=k)
+    with pytest.raises(ValueError, match="repeated"):
+        store.gram_subset(X, [0, 1], [2, 2], kernel=k)
