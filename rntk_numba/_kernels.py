@@ -7,8 +7,8 @@ Tier 2 -- ``_tile_lockstep``: the end-aligned diagonal walk (spec 3.1) for every
 of a tile, one row against ``lanes`` columns in lock-step so that the loop over lanes
 is vectorised (time-major structure of arrays, branch-free dual activations). A lane
 whose walk is shorter than its batch's starts later; until then its state is reset at
-every step (its recurrent inputs are selected to 0), which makes every pair's result independent of which batch,
-tile, thread or process computed it: bit for bit.
+every step (its recurrent inputs are selected to 0), which makes every pair's result
+independent of which batch, tile, thread or process computed it: bit for bit.
 
 All arrays are float64 / int64 and C-contiguous. Nothing here allocates per pair.
 """
