@@ -118,25 +118,56 @@ def select_kind(ntk, nngp, kind):
     return {"ntk": ntk, "nngp": nngp, "both": (ntk, nngp)}[kind]
 
 
+def _by_length(P):
+    """(P sorted by decreasing length, the permutation) -- or (P, None) when every
+    series has the same length."""
+    if P is None or P.lengths.min() == P.lengths.max():
+        return P, None
+    order = np.argsort(-P.lengths, kind="stable")
+    return P.subset(order), order
+
+
 def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None,
                   kind="both"):
     """The kernels as in-memory arrays (validated, packed inputs).
+
+    Ragged sets are computed in order of decreasing length (tiles, and the lock-step
+    lanes inside them, then hold series of similar lengths and idle less) and each tile
+    is scattered back to the original positions. Every entry is computed independently
+    of its tile, so the order changes no bit of the result.
 
     Returns ``(ntk, nngp)``; the one that ``kind`` does not ask for is None (peak
     memory: the requested output(s) plus a few tiles in flight).
     """
     from .engine import resolve_n_jobs
-    problem = prepare(PX, PY, kernel)
+    SX, px = _by_length(PX)
+    SY, py = _by_length(PY)
+    if PY is None:
+        py = px
+    problem = prepare(SX, SY, kernel)
     shape = (problem.n_rows, problem.n_cols)
     ntk = np.empty(shape) if kind in ("ntk", "both") else None
     nngp = np.empty(shape) if kind in ("nngp", "both") else None
     outputs = [(dst, i) for i, dst in enumerate((ntk, nngp)) if dst is not None]
 
+    permuted = px is not None or py is not None
+
+    def positions(order, lo, hi):
+        """Original indices of sorted positions lo..hi-1 (a slice when not sorted)."""
+        if not permuted:
+            return slice(lo, hi)
+        return np.arange(lo, hi) if order is None else order[lo:hi]
+
+    def scatter(dst, rows, cols, block):
+        dst[(rows, cols) if not permuted else np.ix_(rows, cols)] = block
+
     def put(tile, *blocks):
+        rows = positions(px, tile.r0, tile.r1)
+        cols = positions(py, tile.c0, tile.c1)
         for dst, i in outputs:
-            dst[tile.r0:tile.r1, tile.c0:tile.c1] = blocks[i]
+            scatter(dst, rows, cols, blocks[i])
             if problem.symmetric and not tile.diagonal:
-                dst[tile.c0:tile.c1, tile.r0:tile.r1] = blocks[i].T
+                scatter(dst, cols, rows, blocks[i].T)
 
     workers = resolve_n_jobs(n_jobs)
     run_tiles(problem, problem.plan(tile_size, workers), put, n_jobs=workers,
