@@ -24,15 +24,18 @@ Example::
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
+import sys
 import time
 
 import numpy as np
 
 from rntk_numba import RNTK, gram
 from rntk_numba.finite import empirical_ntk
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_csv  # noqa: E402
 
 # default hyperparameters per activation (su = 1 as in the paper)
 _SIGMA_W = {"relu": math.sqrt(2.0), "erf": 1.2}
@@ -100,17 +103,6 @@ def run(args):
                 print(f"  {weights:6s} {activation:4s} L={L}: "
                       f"{time.perf_counter() - t0:.1f} s", flush=True)
     return rows
-
-
-def write_csv(rows, path):
-    cols = ["weights", "activation", "n_layers", "width", "seed_count",
-            "mean_rel_error", "std_rel_error"]
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
-                        for c in cols})
 
 
 def print_table(rows, widths):
@@ -181,7 +173,9 @@ def main(argv=None):
     t0 = time.perf_counter()
     rows = run(args)
     widths = sorted(set(args.widths))
-    write_csv(rows, os.path.join(args.out, "convergence.csv"))
+    write_csv(rows, ["weights", "activation", "n_layers", "width", "seed_count",
+                     "mean_rel_error", "std_rel_error"],
+              os.path.join(args.out, "convergence.csv"))
     print_table(rows, widths)
     if not args.no_plot:
         plot(rows, widths, os.path.join(args.out, "convergence.png"))

@@ -51,6 +51,9 @@ import numpy as np
 from rntk_numba import RNTK, gram
 from rntk_numba.analysis import GradientFlow
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_csv  # noqa: E402
+
 COLUMNS = ["model", "width", "seed", "step", "test_mse", "train_mse", "dev"]
 
 
@@ -175,15 +178,6 @@ def run(args):
     return rows, lr
 
 
-def write_csv(rows, path):
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
-                        for c in COLUMNS})
-
-
 def read_csv(path):
     rows = []
     with open(path, newline="") as fh:
@@ -293,7 +287,7 @@ def main(argv=None):
         lr = float("nan")
     else:
         rows, lr = run(args)
-        write_csv(rows, path)
+        write_csv(rows, COLUMNS, path)
     print_table(rows, args.widths, args.steps)
     if not args.no_plot:
         plot(rows, args.widths, os.path.join(args.out, "dynamics.png"), lr)

@@ -54,12 +54,16 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
 
 from rntk_numba import RNTK, gram
 from rntk_numba.baselines import mlp_ntk
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_csv  # noqa: E402
 
 #: Method order of the tables and plots.
 KERNELS = ("rbf", "poly", "mlp_ntk")
@@ -325,15 +329,6 @@ def run_real(args):
 
 
 # -- output ----------------------------------------------------------------------------
-def write_csv(rows, path):
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
-                        for c in COLUMNS})
-
-
 def read_csv(path):
     rows = []
     with open(path, newline="") as fh:
@@ -463,7 +458,7 @@ def main(argv=None):
                  f"[{args.T_fixed} - T_var, {args.T_fixed}]; SNR vs the noisy target; "
                  f"mean +- std over {args.repeats} repeats")
     if not args.replot:
-        write_csv(rows, csv_path)
+        write_csv(rows, COLUMNS, csv_path)
     if not args.no_plot:
         plot(rows, panels, os.path.join(args.out, f"{name}.png"), title)
         if not args.real:

@@ -34,15 +34,18 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
+import sys
 import time
 
 import numpy as np
 
 from rntk_numba import RNTK
 from rntk_numba.analysis import flatness, recommend_hyperparameters, sensitivity
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import write_csv  # noqa: E402
 
 SQRT2 = math.sqrt(2.0)
 #: sigma_w values of the first panel, per activation
@@ -167,15 +170,6 @@ def _rec_grid(act):
     if act == "relu":
         return np.unique(np.r_[np.round(np.arange(0.8, 2.0001, 0.1), 2), SQRT2])
     return np.round(np.arange(0.5, 6.0001, 0.25), 2)
-
-
-def write_csv(rows, cols, path):
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
-                        for c in cols})
 
 
 def print_tables(curves, recs, T):
