@@ -222,3 +222,22 @@ def test_integer_arguments_are_checked():
 def test_cli_without_a_command_is_a_usage_error(capsys):
     from rntk_numba.cli import main
     assert main([]) == 2 and "usage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ragged_side", ["x", "y", "both"])
+def test_length_sorted_computation_lands_in_the_original_positions(ragged_side):
+    """gram computes ragged sets in order of decreasing length; every entry must come
+    back at its own (i, j), whichever side is ragged."""
+    rng = np.random.default_rng(14)
+    eq = [rng.standard_normal(9) for _ in range(7)]
+    rag = [rng.standard_normal(int(T)) for T in rng.integers(1, 30, 11)]
+    X = rag if ragged_side in ("x", "both") else eq
+    Y = rag[::-1] if ragged_side in ("y", "both") else eq
+    k = RNTK(sigma_b=0.2)
+    C = gram(X, Y, kernel=k, tile_size=3)
+    for i in (0, 3, len(X) - 1):
+        for j in (0, 2, len(Y) - 1):
+            assert C[i, j] == gram([X[i]], [Y[j]], kernel=k)[0, 0]
+    G = gram(X, kernel=k, tile_size=4)
+    assert np.array_equal(G, G.T)
+    assert G[1, 2] == gram([X[1], X[2]], kernel=k)[0, 1]
