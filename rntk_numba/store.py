@@ -20,9 +20,11 @@ Use
 
 What an entry is
 ----------------
-One entry holds BOTH kernels of one (kernel, data) pair -- the NTK and the NNGP come
-from the same walk, so storing both costs no extra computation; ``kind`` only selects
-the dataset(s) returned. The key is a hash of
+One entry holds the kernel(s) of one (kernel, data) pair that were asked for: ``kind=
+"ntk"`` stores the NTK, ``"nngp"`` the NNGP, ``"both"`` both (they come from the same
+walk, so both cost no extra computation, but twice the bytes on disk; writing bytes is
+what a cold entry costs). Asking an entry for a kernel it does not hold is a miss: the
+matrix is recomputed and the new entry holds both. The key is a hash of
 
 * ``kernel.canonical`` (every hyperparameter, floats in exact hex form),
 * ``rntk_numba.params.FORMULA_VERSION`` (bumped when the mathematics or numerics
@@ -45,9 +47,9 @@ Files in the store directory, per key::
     <key>.partial.h5  the complete file being written, just before its rename
     <key>.lock        the per-key writer lock (fcntl.flock)
 
-A complete file has two float64 datasets ``ntk`` and ``nngp`` of the full (N, M) matrix
-(a symmetric Gram is materialised, both triangles, so any slice reads directly), stored
-contiguously, plus ``crc_ntk`` / ``crc_nngp``: 64-bit checksums (``_checksum``, a
+A complete file has a float64 dataset ``ntk`` and/or ``nngp`` (``meta["kinds"]``) of the
+full (N, M) matrix (a symmetric Gram is materialised, both triangles, so any slice reads
+directly), stored contiguously, plus ``crc_ntk`` / ``crc_nngp``: 64-bit checksums (``_checksum``, a
 vectorised Fletcher-style sum, ~5x faster than CRC-32) of row bands of about 1 MiB,
 the lengths and fingerprints of the data, per-series fingerprints (for subset
 look-ups), and the metadata as an attribute: hyperparameters, shapes, lengths, creation
@@ -56,11 +58,13 @@ datasets. HDF5 metadata is checksummed as well (HDF5 1.8 file format: superblock
 object headers v2; attributes are fixed-length strings, stored in the checksummed
 object header).
 
-A finished tile is appended to ``<key>.tiles`` as its two raw blocks with plain
+A finished tile is appended to ``<key>.tiles`` as its raw block(s) with plain
 ``pwrite`` calls (what a killed process wrote is in the file; no HDF5 cache is
-involved), then journaled with CRC-32s of the two blocks. Completing the entry writes
-the HDF5 file from the matrices in memory or, out of core, row band by row band from
-the tile log (see ``_Partial``), then renames it.
+involved), then journaled with a 64-bit checksum of each block. Completing the entry
+writes the HDF5 file from the matrices in memory (one ``pwrite`` per kernel into a
+preallocated contiguous dataset) or, out of core, row band by row band from the tile log
+(see ``_Partial``), then renames it. In memory, a ragged set is computed in order of
+decreasing length, as ``gram`` does without a store (same bits, fewer idle lanes).
 
 Guarantees
 ----------
@@ -71,10 +75,15 @@ Guarantees
   entry is computed independently of the tiling, so the result is bit-identical to an
   uninterrupted computation.
 * Crash safety: a ``<key>.h5`` only ever comes from renaming a file after it was
-  completed, checksummed, flushed and fsync-ed (``durable=True``, the default; the
-  directory is fsync-ed after the rename). A process killed at any instant leaves at
-  most a partial entry, which the next call resumes (a killed completion is redone from
-  the tile log) or, if unreadable, restarts.
+  completed, checksummed and closed. A process killed at any instant (``kill -9``)
+  leaves at most a partial entry, which the next call resumes (a killed completion is
+  redone from the tile log) or, if unreadable, restarts. A power cut can lose writes
+  the kernel had not yet flushed; since every read verifies the checksums of what it
+  reads and every resumed tile is verified before use, what it damaged is recomputed,
+  never served. ``GramStore(durable=True)`` also fsyncs each entry before its rename
+  (and the directory after it), so that completed entries survive a power cut too; it
+  is off by default because it costs about as much as the rest of the store (an fsync
+  of 200 MB runs at ~2 GB/s here; see BENCHMARKS.md).
 * Corruption: every read of a complete entry checks the row-band checksums of what it
   reads (out-of-core handles check each band the first time they touch it). A file
   that cannot be opened (truncated, damaged metadata), or whose checksums do not match,
@@ -103,7 +112,7 @@ repeated slicing without reopening. As a convenience ``gram(X_sub, cache=store)`
 hits when ``X_sub`` (and ``Y_sub``) are series of a cached symmetric entry of the same
 kernel (matched by per-series fingerprints; rows and columns must be distinct samples).
 
-A Gram whose two kernels would not fit in ``memory_budget`` (default: half the
+A Gram whose requested kernel(s) would not fit in ``memory_budget`` (default: half the
 physical memory), or any Gram with ``out_of_core=True``, is written tile by tile and
 returned as a :class:`GramArray`: a read-only handle on the on-disk dataset with
 ``.shape``, NumPy-style ``[...]`` indexing (rows are cheap, columns read whole row
@@ -145,7 +154,7 @@ __all__ = ["GramStore", "GramEntry", "GramArray", "CacheWarning", "CorruptEntryE
            "as_store", "default_cache_dir", "register", "STORE_FORMAT"]
 
 #: Version of the on-disk layout (entries of another format are recomputed).
-STORE_FORMAT = 2      # 2: 64-bit band checksums (rntk_numba._checksum)
+STORE_FORMAT = 3      # 2: 64-bit band checksums; 3: only the kernels asked for (meta "kinds")
 #: Target size of a checksummed row band.
 BAND_BYTES = 1 << 20
 #: HDF5 file-format bounds: the 1.8 format (superblock v2 and object headers v2, both
@@ -209,6 +218,15 @@ def as_store(cache) -> "GramStore":
 
 
 # -- small helpers ------------------------------------------------------------------------
+
+def _kinds_of(kind: str) -> tuple:
+    """The stored kernels that ``kind`` ("ntk", "nngp", "both") needs."""
+    return _KINDS if kind == "both" else (kind,)
+
+
+def _n_kinds(kind: str) -> int:
+    return len(_kinds_of(kind))
+
 
 def _band_rows(n_cols: int) -> int:
     return max(1, BAND_BYTES // (8 * max(1, n_cols)))
@@ -515,7 +533,7 @@ class GramArray:
 
 
 class GramEntry:
-    """An opened, complete store entry (both kernels of one (kernel, data) pair).
+    """An opened, complete store entry (the kernel(s) of one (kernel, data) pair).
 
     Attributes
     ----------
@@ -525,6 +543,7 @@ class GramEntry:
     shape : (n_rows, n_cols)
     symmetric : bool -- ``gram(X)`` (True) or ``gram(X, Y)`` (False)
     kernel : RNTK
+    kinds : tuple of str -- the kernels stored: ``("ntk",)``, ``("nngp",)`` or both
 
     ``array(kind)`` gives a lazily verified :class:`GramArray`, ``read(kind)`` an
     in-memory array (``kind="both"``: a tuple), ``take(rows, cols, kind)`` a verified
@@ -556,8 +575,11 @@ class GramEntry:
             self.symmetric = self.meta["mode"] == "sym"
             self.band_rows = int(self.meta["band_rows"])
             n_bands = -(-self.shape[0] // self.band_rows)
+            self.kinds = tuple(k for k in _KINDS if k in self.meta["kinds"])
+            if not self.kinds:
+                raise ValueError("no kernel stored")
             self._crcs = {}
-            for kind in _KINDS:
+            for kind in self.kinds:
                 ds = f[kind]
                 if tuple(ds.shape) != self.shape or ds.dtype != np.float64:
                     raise ValueError(f"dataset {kind} has shape {ds.shape} dtype "
@@ -595,9 +617,17 @@ class GramEntry:
             self._on_corrupt(self, reason)
         raise CorruptEntryError(f"{self.path}: {reason}")
 
+    def has(self, kind: str) -> bool:
+        """Whether the entry holds ``kind`` ("ntk", "nngp" or "both")."""
+        return all(k in self.kinds for k in (_KINDS if kind == "both" else (kind,)))
+
     def array(self, kind: str = "ntk") -> GramArray:
         if kind not in _KINDS:
             raise ValueError(f"kind must be 'ntk' or 'nngp', got {kind!r}")
+        if kind not in self.kinds:
+            raise KeyError(f"entry {self.key[:12]} holds only {', '.join(self.kinds)}, "
+                           f"not {kind} (ask GramStore.gram(..., kind={kind!r}) to add "
+                           f"it)")
         return GramArray(self, kind)
 
     def read(self, kind: str = "ntk"):
@@ -612,7 +642,7 @@ class GramEntry:
         return self.array(kind).take(rows, cols)
 
     def verify(self) -> None:
-        for kind in _KINDS:
+        for kind in self.kinds:
             self.array(kind).verify()
 
     def close(self) -> None:
@@ -860,6 +890,8 @@ class _Partial:
         self.key = key
         self.shape = tuple(header["shape"])
         self.symmetric = bool(header["symmetric"])
+        self.kinds = tuple(header["kinds"])
+        self.order = header.get("order")    # "length": tiles index length-sorted series
         self.plan = plan
         self.done = done                # tile index -> journal record
         self._jfd = None
@@ -881,15 +913,16 @@ class _Partial:
             _unlink(p)
 
     @staticmethod
-    def log_bytes(plan) -> int:
-        return sum(16 * t.shape[0] * t.shape[1] for t in plan)
+    def log_bytes(plan, n_kinds: int) -> int:
+        return sum(8 * n_kinds * t.shape[0] * t.shape[1] for t in plan)
 
     # creation / resumption
     @classmethod
-    def create(cls, store, key, shape, symmetric, plan):
+    def create(cls, store, key, shape, symmetric, plan, kinds, order=None):
         cls.discard(store, key)
         header = {"format": STORE_FORMAT, "key": key, "shape": list(shape),
-                  "symmetric": symmetric, "created": time.time(),
+                  "symmetric": symmetric, "kinds": list(kinds), "order": order,
+                  "created": time.time(),
                   "tiles": [[t.r0, t.r1, t.c0, t.c1, int(t.diagonal), t.cost]
                             for t in plan]}
         open(store._tiles(key), "xb").close()
@@ -901,8 +934,11 @@ class _Partial:
         return cls(store, key, header, plan, {})
 
     @classmethod
-    def resume(cls, store, key, shape, symmetric):
-        """The partial entry of ``key`` if there is a usable one, else None (removed)."""
+    def resume(cls, store, key, shape, symmetric, kinds, orders=(None, "length")):
+        """The partial entry of ``key`` if there is a usable one, else None (removed).
+        A partial entry that does not hold every kind of ``kinds`` (an earlier call
+        asked for another kernel), or whose series order is not in ``orders``, is
+        started again."""
         jpath, tpath = store._journal(key), store._tiles(key)
         if not (jpath.exists() and tpath.exists()):
             cls.discard(store, key)
@@ -913,6 +949,12 @@ class _Partial:
                     or tuple(header.get("shape", ())) != tuple(shape)
                     or bool(header.get("symmetric")) != symmetric):
                 raise ValueError("journal belongs to another computation")
+            if not set(kinds) <= set(header.get("kinds", ())):
+                cls.discard(store, key)
+                return None
+            if header.get("order") not in orders:
+                cls.discard(store, key)
+                return None
             plan = _plan_from(header, shape, symmetric)
             done = {i: c for i, c in done.items() if 0 <= i < len(plan)}
             _unlink(store._partial(key))        # an interrupted completion restarts
@@ -928,39 +970,45 @@ class _Partial:
                    if p.exists())
 
     # tiles
-    def write_tile(self, tile: Tile, a: np.ndarray, b: np.ndarray) -> None:
-        """Append a finished tile's two blocks to the log, then journal it."""
-        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    def write_tile(self, tile: Tile, blocks: dict) -> None:
+        """Append a finished tile's blocks (one per stored kind) to the log, then
+        journal it."""
         off = self._end
-        _pwrite_all(self._fd, memoryview(a).cast("B"), off)
-        _pwrite_all(self._fd, memoryview(b).cast("B"), off + a.nbytes)
-        self._end = off + a.nbytes + b.nbytes
-        record = {"t": tile.index, "o": off, "c": [zlib.crc32(a), zlib.crc32(b)]}
+        sums = []
+        for k in self.kinds:
+            blk = np.ascontiguousarray(blocks[k])
+            _pwrite_all(self._fd, memoryview(blk).cast("B"), self._end)
+            self._end += blk.nbytes
+            sums.append(_checksum.checksum(blk))
+        record = {"t": tile.index, "o": off, "c": sums}
         os.write(self._jfd, _journal_line(record))
         self.done[tile.index] = record
 
     def read_tile(self, tile: Tile):
-        """(ntk, nngp) blocks of a journaled tile, or None if they fail their checks."""
+        """{kind: block} of a journaled tile, or None if it fails its checks."""
         try:
             rec = self.done[tile.index]
-            out = []
-            for i in range(2):
-                blk = _pread_into(self._fd, np.empty(tile.shape),
-                                  int(rec["o"]) + i * 8 * tile.shape[0] * tile.shape[1])
-                if zlib.crc32(blk) != int(rec["c"][i]):
+            if len(rec["c"]) != len(self.kinds):
+                return None
+            out = {}
+            size = 8 * tile.shape[0] * tile.shape[1]
+            for i, k in enumerate(self.kinds):
+                blk = _pread_into(self._fd, np.empty(tile.shape), int(rec["o"]) + i * size)
+                if _checksum.checksum(blk) != int(rec["c"][i]):
                     return None
-                out.append(blk)
-            return tuple(out)
+                out[k] = blk
+            return out
         except (OSError, KeyError, TypeError, ValueError, IndexError):
             return None
 
     # completion
     def _assemble(self, f, band: int) -> dict:
-        """Write both datasets of the new file row band by row band (tile grid) from
-        the log; returns the CRC-32s of the ``band``-row checksum bands."""
+        """Write the datasets of the new file row band by row band (tile grid) from
+        the log; returns the checksums of the ``band``-row checksum bands."""
         h5py = _h5py()
         n, m = self.shape
-        offsets = {k: _contiguous_dataset(h5py, f, k, self.shape) for k in _KINDS}
+        kinds = self.kinds
+        offsets = {k: _contiguous_dataset(h5py, f, k, self.shape) for k in kinds}
         f.flush()
         fd = os.open(f.filename, os.O_RDWR)
         try:
@@ -970,34 +1018,34 @@ class _Partial:
                 by_row.setdefault(t.r0, []).append(t)
                 if self.symmetric and not t.diagonal:
                     by_row.setdefault(t.c0, []).append(t)     # its mirror
-            crcs = {k: [] for k in _KINDS}
-            run = {k: _checksum.new_state() for k in _KINDS}   # band in progress
+            crcs = {k: [] for k in kinds}
+            run = {k: _checksum.new_state() for k in kinds}    # band in progress
             filled = 0                                    # rows in the band so far
             for r0, r1 in rows:
-                blocks = {k: np.empty((r1 - r0, m)) for k in _KINDS}
+                blocks = {k: np.empty((r1 - r0, m)) for k in kinds}
                 for t in by_row[r0]:
-                    pair = self.read_tile(t)
-                    if pair is None:
+                    got = self.read_tile(t)
+                    if got is None:
                         raise CorruptEntryError(f"tile {t.index} of {self.key} changed "
                                                 f"on disk before the entry was completed")
-                    for k, blk in zip(_KINDS, pair):
+                    for k in kinds:
                         if t.r0 == r0:
-                            blocks[k][:, t.c0:t.c1] = blk
+                            blocks[k][:, t.c0:t.c1] = got[k]
                         else:                             # the mirror of a tile above
-                            blocks[k][:, t.r0:t.r1] = blk.T
-                for k in _KINDS:
+                            blocks[k][:, t.r0:t.r1] = got[k].T
+                for k in kinds:
                     _pwrite_all(fd, memoryview(blocks[k]).cast("B"),
                                 offsets[k] + 8 * r0 * m)
                 # checksum bands of ``band`` rows, continued across tile bands
                 pos = 0
                 while pos < r1 - r0:
                     take = min(band - filled, r1 - r0 - pos)
-                    for k in _KINDS:
+                    for k in kinds:
                         _checksum.update(run[k], blocks[k][pos:pos + take])
                     pos += take
                     filled += take
                     if filled == band or r0 + pos == n:
-                        for k in _KINDS:
+                        for k in kinds:
                             crcs[k].append(_checksum.digest(run[k], filled * m))
                             run[k] = _checksum.new_state()
                         filled = 0
@@ -1007,11 +1055,12 @@ class _Partial:
 
     def finalize(self, meta: dict, datasets: dict, arrays=None) -> Path:
         """Write ``<key>.partial.h5`` (from ``arrays``, the matrices held in memory, or
-        else from the log), checksum it, mark it complete, fsync and rename it to
-        ``<key>.h5``; then remove the journal and the log."""
+        else from the log), checksum it, mark it complete, rename it to ``<key>.h5``
+        (fsync-ed first if the store is ``durable``); then remove the journal and the
+        log."""
         band = int(meta["band_rows"])
         datasets = dict(datasets)
-        meta = dict(meta, aux_crc={})
+        meta = dict(meta, aux_crc={}, kinds=list(self.kinds))
         path, final = self.store._partial(self.key), self.store._final(self.key)
         _unlink(path)
         try:
@@ -1020,12 +1069,21 @@ class _Partial:
                 f.attrs["key"] = _fixed(self.key)
                 f.attrs["complete"] = False
                 if arrays is not None:
-                    for kind in _KINDS:
-                        f.create_dataset(kind, data=arrays[kind], track_times=False)
-                        datasets["crc_" + kind] = _band_crcs(arrays[kind], band)
+                    h5py = _h5py()
+                    offsets = {k: _contiguous_dataset(h5py, f, k, self.shape)
+                               for k in self.kinds}
+                    f.flush()
+                    fd = os.open(path, os.O_RDWR)
+                    try:             # one large write per kernel, no HDF5 buffering
+                        for kind in self.kinds:
+                            a = np.ascontiguousarray(arrays[kind])
+                            _pwrite_all(fd, memoryview(a).cast("B"), offsets[kind])
+                            datasets["crc_" + kind] = _band_crcs(a, band)
+                    finally:
+                        os.close(fd)
                 else:
                     crcs = self._assemble(f, band)
-                    for kind in _KINDS:
+                    for kind in self.kinds:
                         datasets["crc_" + kind] = crcs[kind]
                 for name, value in datasets.items():
                     value = np.ascontiguousarray(value)
@@ -1066,17 +1124,18 @@ class GramStore:
         The store directory (created on first write). Default: :func:`default_cache_dir`
         (``$RNTK_CACHE_DIR`` or ``./cache``).
     memory_budget : int, optional
-        Bytes a computation may hold in memory. A Gram whose two kernels (2 x N x M x 8
-        bytes) exceed it is computed and returned out of core. Default: half the
-        physical memory.
+        Bytes a computation may hold in memory. A Gram whose requested kernel(s)
+        (N x M x 8 bytes each) exceed it is computed and returned out of core.
+        Default: half the physical memory.
     lock_timeout : float, optional
         Seconds to wait for another process computing the same entry (default: wait).
         On timeout the matrix is computed here without being stored (with a warning).
-    durable : bool, default True
+    durable : bool, default False
         fsync a completed entry before its atomic rename (and the directory after it),
-        so that a power cut cannot leave a complete-looking entry whose data never
-        reached the disk (without it such an entry would fail its checksums and be
-        recomputed: never served).
+        so that a completed entry survives a power cut. Without it a power cut may lose
+        an entry's last writes; such an entry fails its checksums and is recomputed
+        (never served). Off by default: on a cold computation the fsync costs more
+        than all the rest of the store.
     background : bool, default False
         Complete in-memory entries in a background thread: ``gram`` returns as soon as
         the last tile is computed (and journaled), with its own copy of the result,
@@ -1108,7 +1167,7 @@ class GramStore:
     """
 
     def __init__(self, path=None, *, memory_budget=None, lock_timeout=None,
-                 durable: bool = True, background: bool = False):
+                 durable: bool = False, background: bool = False):
         self.path = Path(path) if path is not None else default_cache_dir()
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"GramStore: {self.path} exists and is not a directory")
@@ -1173,9 +1232,9 @@ class GramStore:
         PX, PY = self._pack(X, Y)
         return self._key(PX, PY, kernel)
 
-    def _out_of_core(self, shape, out_of_core) -> bool:
+    def _out_of_core(self, shape, out_of_core, kind="both") -> bool:
         if out_of_core is None:
-            return 2 * 8 * shape[0] * shape[1] > self.memory_budget
+            return _n_kinds(kind) * 8 * shape[0] * shape[1] > self.memory_budget
         return bool(out_of_core)
 
     # warnings / corruption
@@ -1233,11 +1292,18 @@ class GramStore:
         except OSError:
             pass
 
-    def _serve(self, key, shape, kind, ooc, count=True):
-        """Result of a complete entry of ``key`` (verified), or None."""
+    def _serve(self, key, shape, kind, ooc, count=True, seen=None):
+        """Result of a complete entry of ``key`` (verified), or None. An entry that
+        does not hold ``kind`` is a miss; its kinds are added to the set ``seen`` (the
+        recomputed entry keeps them)."""
         _join_pending(self.path, key)
         entry = self._open_entry(key, shape)
         if entry is None:
+            return None
+        if not entry.has(kind):
+            if seen is not None:
+                seen.update(entry.kinds)
+            entry.close()
             return None
         if ooc:
             kinds = _KINDS if kind == "both" else (kind,)
@@ -1271,16 +1337,22 @@ class GramStore:
             self._touch(entry.path)
         return entry
 
-    def ensure(self, X, Y=None, *, kernel: RNTK, n_jobs=None, progress=False,
-               tile_size=None) -> GramEntry:
-        """The entry of ``gram(X, Y, kernel=kernel)``, computed (out of core) and stored
-        first if absent. Raises OSError if the store cannot be written."""
+    def ensure(self, X, Y=None, *, kernel: RNTK, kind: str = "ntk", n_jobs=None,
+               progress=False, tile_size=None) -> GramEntry:
+        """The entry of ``gram(X, Y, kernel=kernel)`` holding ``kind`` ("ntk", "nngp"
+        or "both"), computed (out of core) and stored first if absent. Raises OSError
+        if the store cannot be written."""
+        _check_args(kernel, kind)
         entry = self.lookup(X, Y, kernel=kernel)
+        if entry is not None and not entry.has(kind):
+            entry.close()
+            entry = None
         if entry is None:
-            res = self.gram(X, Y, kernel=kernel, kind="ntk", n_jobs=n_jobs,
+            res = self.gram(X, Y, kernel=kernel, kind=kind, n_jobs=n_jobs,
                             progress=progress, tile_size=tile_size, out_of_core=True)
-            if isinstance(res, GramArray):
-                res.close()
+            for r in (res if isinstance(res, tuple) else (res,)):
+                if isinstance(r, GramArray):
+                    r.close()
             entry = self.lookup(X, Y, kernel=kernel)
             if entry is None:  # pragma: no cover - removed by someone else meanwhile
                 raise OSError(f"the entry could not be stored in {self.path}")
@@ -1344,7 +1416,7 @@ class GramStore:
         out_of_core : bool, optional
             ``True``: write tile by tile without holding the matrix in memory and
             return :class:`GramArray` handles. ``False``: in-memory arrays. ``None``
-            (default): out of core only if both kernels exceed ``memory_budget``.
+            (default): out of core only if the requested kernel(s) exceed ``memory_budget``.
 
         Returns
         -------
@@ -1360,8 +1432,9 @@ class GramStore:
         PX, PY = self._pack(X, Y)
         shape = (PX.n, PX.n if PY is None else PY.n)
         key = self._key(PX, PY, kernel)
-        ooc = self._out_of_core(shape, out_of_core)
-        res = self._serve(key, shape, kind, ooc)
+        seen = set()                      # kinds of an entry that lacks ``kind``
+        ooc = self._out_of_core(shape, out_of_core, kind)
+        res = self._serve(key, shape, kind, ooc, seen=seen)
         if res is not None:
             return res
         if not ooc:
@@ -1383,12 +1456,12 @@ class GramStore:
                                        f"computing without storing")
         self.stats["lock_waits"] += lock.waited
         try:
-            res = self._serve(key, shape, kind, ooc)     # done while we waited?
+            res = self._serve(key, shape, kind, ooc, seen=seen)  # done while we waited?
             if res is not None:
                 self.stats["misses"] -= 1
                 return res
             return self._compute(key, PX, PY, kernel, kind, n_jobs, progress, tile_size,
-                                 ooc, lock)
+                                 ooc, lock, keep=seen)
         finally:
             if not getattr(lock, "transferred", False):
                 lock.release()
@@ -1397,15 +1470,15 @@ class GramStore:
         from .gram import compute_dense, select_kind
         shape = (PX.n, PX.n if PY is None else PY.n)
         self.stats["write_errors"] += 1
-        if ooc and 2 * 8 * shape[0] * shape[1] > self.memory_budget:
+        need = 8 * _n_kinds(kind) * shape[0] * shape[1]
+        if ooc and need > self.memory_budget:
             raise OSError(f"rntk cache ({self.path}): {why.split(';')[0]}; a "
-                          f"{shape[0]}x{shape[1]} Gram needs "
-                          f"{_fmt_bytes(16 * shape[0] * shape[1])} on disk out of core "
-                          f"(more than memory_budget={_fmt_bytes(self.memory_budget)} in "
-                          f"memory)")
+                          f"{shape[0]}x{shape[1]} Gram needs {_fmt_bytes(need)} on disk "
+                          f"out of core (more than memory_budget="
+                          f"{_fmt_bytes(self.memory_budget)} in memory)")
         self._warn(why)
         ntk, nngp = compute_dense(PX, PY, kernel, n_jobs=n_jobs, progress=progress,
-                                  tile_size=tile_size)
+                                  tile_size=tile_size, kind=kind)
         return select_kind(ntk, nngp, kind)
 
     # the computation
@@ -1439,34 +1512,68 @@ class GramStore:
         return meta, datasets
 
     def _compute(self, key, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc,
-                 lock=None):
-        """Compute (or resume) the entry ``key`` under its lock; see _Partial."""
-        from .gram import select_kind
+                 lock=None, keep=()):
+        """Compute (or resume) the entry ``key`` under its lock; see _Partial.
+
+        The entry stores the kernel(s) ``kind`` asks for, plus ``keep`` (those of an
+        entry it replaces). In memory, a ragged set is computed in order of decreasing
+        length, as in :func:`rntk_numba.gram.compute_dense` (the journal records the
+        order; out of core the tiles index the series as given, as the assembly of the
+        file needs).
+        """
+        from .gram import _by_length, select_kind
         t_start = time.time()
         t0 = time.perf_counter()
-        problem = prepare(PX, PY, kernel)
-        shape = (problem.n_rows, problem.n_cols)
-        symmetric = problem.symmetric
+        kinds = tuple(k for k in _KINDS if k in set(_kinds_of(kind)) | set(keep))
+        shape = (PX.n, PX.n if PY is None else PY.n)
+        symmetric = PY is None
         workers = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
-        fits = 2 * 8 * shape[0] * shape[1] <= self.memory_budget
+        fits = len(kinds) * 8 * shape[0] * shape[1] <= self.memory_budget
         handles = ooc                     # return GramArray handles at the end
 
+        def ragged(P):
+            return P is not None and P.lengths.min() != P.lengths.max()
+
+        order = "length" if not ooc and (ragged(PX) or ragged(PY)) else None
         part, why = None, None
         try:
-            part = _Partial.resume(self, key, shape, symmetric)
-            plan = part.plan if part is not None else problem.plan(tile_size, workers)
-            need = 16 * shape[0] * shape[1] + _Partial.log_bytes(plan) + (1 << 20)
-            have = part.disk_bytes() if part is not None else 0
-            free = _disk_free(self.path)
-            if free is not None and free + have < need:
-                raise OSError(errno.ENOSPC, f"not enough free space: the entry needs "
-                                            f"{_fmt_bytes(need)}, {_fmt_bytes(free)} free")
-            if part is None:
-                part = _Partial.create(self, key, shape, symmetric, plan)
+            # a partial entry in either order resumes in memory; out of core only in
+            # the series' own order (unless the matrix fits: then it continues in
+            # memory and is handed back as on-disk handles all the same)
+            part = _Partial.resume(self, key, shape, symmetric, kinds,
+                                   (None,) if ooc and not fits else (None, "length"))
         except OSError as exc:
-            if part is not None:
-                part.close()
             part, why = None, exc
+        if part is not None:
+            kinds = part.kinds            # a superset of what is asked
+            order = part.order
+            if order is not None:
+                ooc = False
+        SX, SY, px, py = PX, PY, None, None
+        if order is not None:
+            SX, px = _by_length(PX)
+            SY, py = _by_length(PY)
+            if PY is None:
+                py = px
+        problem = prepare(SX, SY, kernel)
+        if why is None:
+            try:
+                plan = part.plan if part is not None else problem.plan(tile_size, workers)
+                need = (8 * len(kinds) * shape[0] * shape[1]
+                        + _Partial.log_bytes(plan, len(kinds)) + (1 << 20))
+                have = part.disk_bytes() if part is not None else 0
+                free = _disk_free(self.path)
+                if free is not None and free + have < need:
+                    raise OSError(errno.ENOSPC, f"not enough free space: the entry needs "
+                                                f"{_fmt_bytes(need)}, {_fmt_bytes(free)} "
+                                                f"free")
+                if part is None:
+                    part = _Partial.create(self, key, shape, symmetric, plan, kinds,
+                                           order)
+            except OSError as exc:
+                if part is not None:
+                    part.close()
+                part, why = None, exc
         if part is None:
             if ooc and not fits:
                 raise OSError(f"rntk cache ({self.path}): cannot write the out-of-core "
@@ -1474,20 +1581,35 @@ class GramStore:
             self.stats["write_errors"] += 1
             self._warn(f"cannot write the store ({why}); the result is computed in memory "
                        f"and not stored")
-            ooc = handles = False
+            handles = False
+            kinds = _kinds_of(kind)
+            if ooc:                       # tiles index the series as given: keep it so
+                ooc = False
         plan = part.plan if part is not None else problem.plan(tile_size, workers)
+        permuted = order is not None
+
+        def positions(perm, lo, hi):      # original indices of sorted positions lo..hi-1
+            if not permuted:
+                return slice(lo, hi)
+            return np.arange(lo, hi) if perm is None else perm[lo:hi]
 
         state = {"part": part,
-                 "mem": None if ooc else {k: np.empty(shape) for k in _KINDS}}
+                 "mem": None if ooc else {k: np.empty(shape) for k in kinds}}
         have = set()                      # tiles present in state["mem"]
 
-        def put(tile, a, b):              # exactly as gram.compute_dense
-            m = state["mem"]
-            m["ntk"][tile.r0:tile.r1, tile.c0:tile.c1] = a
-            m["nngp"][tile.r0:tile.r1, tile.c0:tile.c1] = b
-            if symmetric and not tile.diagonal:
-                m["ntk"][tile.c0:tile.c1, tile.r0:tile.r1] = a.T
-                m["nngp"][tile.c0:tile.c1, tile.r0:tile.r1] = b.T
+        def put(tile, blocks):            # exactly as gram.compute_dense
+            rows = positions(px, tile.r0, tile.r1)
+            cols = positions(py, tile.c0, tile.c1)
+            for k, dst in state["mem"].items():
+                blk = blocks[k]
+                if permuted:
+                    dst[np.ix_(rows, cols)] = blk
+                    if symmetric and not tile.diagonal:
+                        dst[np.ix_(cols, rows)] = blk.T
+                else:
+                    dst[rows, cols] = blk
+                    if symmetric and not tile.diagonal:
+                        dst[cols, rows] = blk.T
             have.add(tile.index)
 
         def to_memory(exc):
@@ -1501,12 +1623,12 @@ class GramStore:
                     raise OSError(f"rntk cache ({self.path}): writing the out-of-core "
                                   f"Gram failed: {exc}; the partial entry is kept and "
                                   f"resumes when space is available") from exc
-                state["mem"] = {k: np.empty(shape) for k in _KINDS}
+                state["mem"] = {k: np.empty(shape) for k in kinds}
                 for t in plan:
                     if t.index in p.done:
                         blocks = p.read_tile(t)
                         if blocks is not None:
-                            put(t, *blocks)
+                            put(t, blocks)
             n_done = len(p.done)
             p.close()
             self._warn(f"writing entry {key} failed ({exc}); the result is computed in "
@@ -1524,7 +1646,7 @@ class GramStore:
                         continue
                     done_ok.add(t.index)
                     if state["mem"] is not None:
-                        put(t, *blocks)
+                        put(t, blocks)
             if progress:
                 print(f"rntk: resuming {key[:12]}: {len(done_ok)}/{len(plan)} tiles "
                       f"already stored", file=sys.stderr)
@@ -1532,16 +1654,17 @@ class GramStore:
 
         def on_tile(tile, a, b):
             self.stats["tiles_computed"] += 1
+            blocks = {"ntk": a, "nngp": b}
             if state["mem"] is not None:
-                put(tile, a, b)
+                put(tile, blocks)
             p = state["part"]
             if p is not None:
                 try:
-                    p.write_tile(tile, a, b)
+                    p.write_tile(tile, blocks)
                 except OSError as exc:
                     to_memory(exc)
                     if tile.index not in have:
-                        put(tile, a, b)
+                        put(tile, blocks)
 
         def run(tiles):
             # Out of core, tiles are handed to the executor in batches: run_tiles
@@ -1581,13 +1704,13 @@ class GramStore:
                 seconds = time.perf_counter() - t0
                 meta, datasets = self._metadata(key, PX, PY, kernel, shape, seconds,
                                                 len(plan), len(done_ok), t_start)
+                meta["kinds"] = list(kinds)
                 mem = state["mem"]
                 state["part"] = None
                 if (self.background and not handles and mem is not None
                         and lock is not None):
                     # the caller gets copies; the thread owns the originals
-                    kinds = _KINDS if kind == "both" else (kind,)
-                    mine = {k: mem[k].copy() for k in kinds}
+                    mine = {k: mem[k].copy() for k in _kinds_of(kind)}
                     self._finish_later(key, part, meta, datasets, mem, lock)
                     return select_kind(mine.get("ntk"), mine.get("nngp"), kind)
                 stored = self._finish(key, part, meta, datasets, mem,
@@ -1602,7 +1725,7 @@ class GramStore:
             if state["part"] is not None:        # interrupted: keep it for resume
                 state["part"].close()
         m = state["mem"]
-        return select_kind(m["ntk"], m["nngp"], kind)
+        return select_kind(m.get("ntk"), m.get("nngp"), kind)
 
     def _finish(self, key, part, meta, datasets, mem, raise_errors=False) -> bool:
         """Complete a partial entry (see _Partial.finalize) and write its side file.
@@ -1679,7 +1802,8 @@ class GramStore:
                 if (meta.get("mode") == "sym" and meta.get("canonical") == kernel.canonical
                         and meta.get("formula_version") == params.FORMULA_VERSION
                         and meta.get("m") == PX.m and meta["shape"][0] >= want
-                        and meta.get("format") == STORE_FORMAT):
+                        and meta.get("format") == STORE_FORMAT
+                        and set(_kinds_of(kind)) <= set(meta.get("kinds", ()))):
                     candidates.append((meta["shape"][0], meta["key"]))
             except (KeyError, TypeError, IndexError):
                 continue
@@ -1747,6 +1871,7 @@ class GramStore:
                         pass
             if meta is not None:
                 info.update(shape=tuple(meta["shape"]), mode=meta["mode"],
+                            kinds=tuple(meta.get("kinds", ())),
                             kernel=meta["kernel"], created=meta.get("created_unix"),
                             compute_seconds=meta.get("compute_seconds"))
             out.append(info)
@@ -1764,6 +1889,7 @@ class GramStore:
                 header, done = _parse_journal(j)
                 info.update(shape=tuple(header["shape"]),
                             mode="sym" if header["symmetric"] else "cross",
+                            kinds=tuple(header.get("kinds", ())),
                             created=header.get("created"), tiles_done=len(done),
                             n_tiles=len(header["tiles"]))
             except (OSError, ValueError, KeyError):
@@ -1946,10 +2072,11 @@ def _cmd_ls(store: GramStore, args) -> int:
         if state == "partial" and "n_tiles" in e:
             state = f"partial {e['tiles_done']}/{e['n_tiles']}"
         rows.append((e["key"][:12], state, shape, e.get("mode", "?"),
-                     _fmt_bytes(e["bytes"]), _kernel_short(e.get("kernel", {}))
-                     if "kernel" in e else "-", _when(e["last_used"])))
-    print(_table(rows, ("KEY", "STATE", "SHAPE", "MODE", "SIZE", "HYPERPARAMETERS",
-                        "LAST USED")))
+                     "+".join(e.get("kinds", ())) or "?", _fmt_bytes(e["bytes"]),
+                     _kernel_short(e.get("kernel", {})) if "kernel" in e else "-",
+                     _when(e["last_used"])))
+    print(_table(rows, ("KEY", "STATE", "SHAPE", "MODE", "KINDS", "SIZE",
+                        "HYPERPARAMETERS", "LAST USED")))
     total = sum(e["bytes"] for e in entries)
     print(f"{len(entries)} entries, {_fmt_bytes(total)} in {store.path}")
     return 0

@@ -6,7 +6,8 @@ Measures
      the hit at least 50x faster);
   2. the overhead of caching on a cold computation (target: under 5 %), as medians
      of alternating runs of ``gram(X)``, ``gram(X, cache=GramStore(empty))`` and the
-     same with ``GramStore(background=True)`` (CPU seconds of the process too);
+     same with ``GramStore(durable=True)`` and ``GramStore(background=True)`` (CPU
+     seconds of the process too);
   3. the crash test: SIGKILLs at random moments (kills tried, resumes that matched,
      corrupt reads served -- must be 0) and random byte damage / truncation of a stored
      entry (damage served -- must be 0), through tests/_store_worker.py;
@@ -59,16 +60,19 @@ def hit_and_overhead(n, T, reps, n_jobs, root):
     X = data(n, T)
     k = RNTK()
     gram(X[:50], kernel=k, n_jobs=n_jobs)                    # compile / load
-    runs = {"plain": [], "cached": [], "cached_bg": [], "cached_bg_stored": []}
-    cpu = {"plain": [], "cached": [], "cached_bg": []}
+    runs = {"plain": [], "cached": [], "cached_durable": [], "cached_bg": [],
+            "cached_bg_stored": []}
+    cpu = {"plain": [], "cached": [], "cached_durable": [], "cached_bg": []}
     for r in range(reps):
         t0, c0 = time.perf_counter(), cpu_seconds()
         G = gram(X, kernel=k, n_jobs=n_jobs)
         runs["plain"].append(time.perf_counter() - t0)
         cpu["plain"].append(cpu_seconds() - c0)
-        for mode, background in (("cached", False), ("cached_bg", True)):
+        for mode, background, durable in (("cached", False, False),
+                                          ("cached_durable", False, True),
+                                          ("cached_bg", True, False)):
             d = Path(tempfile.mkdtemp(dir=root))
-            store = GramStore(d, background=background)
+            store = GramStore(d, background=background, durable=durable)
             t0, c0 = time.perf_counter(), cpu_seconds()
             Gc = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
             runs[mode].append(time.perf_counter() - t0)
@@ -77,7 +81,7 @@ def hit_and_overhead(n, T, reps, n_jobs, root):
                 runs["cached_bg_stored"].append(time.perf_counter() - t0)
             cpu[mode].append(cpu_seconds() - c0)
             assert np.array_equal(G, Gc)
-            if r < reps - 1 or background:
+            if r < reps - 1 or mode != "cached":
                 shutil.rmtree(d)
             else:
                 keep = d
@@ -101,10 +105,10 @@ def hit_and_overhead(n, T, reps, n_jobs, root):
            "best_hit_s": min(hits), "entry_bytes": size}
     out["hit_speedup"] = med["plain"] / out["median_hit_s"]
     out["hit_speedup_best"] = best["plain"] / out["best_hit_s"]
-    for m in ("cached", "cached_bg", "cached_bg_stored"):
+    for m in ("cached", "cached_durable", "cached_bg", "cached_bg_stored"):
         out[f"overhead_pct_{m}"] = 100 * (med[m] / med["plain"] - 1)
         out[f"overhead_best_pct_{m}"] = 100 * (best[m] / best["plain"] - 1)
-    for m in ("cached", "cached_bg"):
+    for m in ("cached", "cached_durable", "cached_bg"):
         out[f"overhead_cpu_pct_{m}"] = 100 * (cmed[m] / cmed["plain"] - 1)
     return out
 
@@ -245,6 +249,7 @@ def main(argv=None):
               f"(best in brackets): compute {t['median_s']['plain']:.3f} s "
               f"[{t['best_s']['plain']:.3f}]", flush=True)
         for m, label in (("cached", "cold, cached (default)"),
+                         ("cached_durable", "cold, cached, durable=True (fsync)"),
                          ("cached_bg", "cold, cached, background=True, call returns"),
                          ("cached_bg_stored", "cold, cached, background=True, on disk")):
             cpu_note = (f", CPU {t[f'overhead_cpu_pct_{m}']:+.1f} %"

@@ -153,7 +153,7 @@ def fuzz(args) -> dict:
     ref = reference(X, kernel)
     rng = np.random.default_rng(args.seed)
     store = GramStore(args.dir)
-    store.gram(X, kernel=kernel)
+    store.gram(X, kernel=kernel, kind="both")
     store.wait()
     path = store._final(store.key(X, kernel=kernel))
     pristine = path.with_suffix(".pristine")

@@ -54,16 +54,27 @@ def run_worker(*args, timeout=120):
 
 # -- keys ----------------------------------------------------------------------------------
 
-def test_hit_returns_the_computed_matrix_and_kind_only_selects(store):
+def test_hit_returns_the_computed_matrix_and_an_entry_stores_the_kinds_asked(store):
     X = series()
     ntk = store.gram(X, kernel=K)
     assert store.stats["misses"] == 1 and store.stats["hits"] == 0
     expect = ref(X)
     assert np.array_equal(ntk, expect[0])
-    # both kernels were stored by the first call: every kind is a hit
+    assert np.array_equal(store.gram(X, kernel=K), expect[0])
+    assert store.stats["hits"] == 1
+    with store.lookup(X, kernel=K) as e:
+        assert e.kinds == ("ntk",) and e.has("ntk") and not e.has("nngp")
+        with pytest.raises(KeyError, match="holds only ntk"):
+            e.read("nngp")
+    # the NNGP was not stored: a miss, and the new entry keeps the NTK too
     assert np.array_equal(store.gram(X, kernel=K, kind="nngp"), expect[1])
+    assert store.stats["misses"] == 2
+    with store.lookup(X, kernel=K) as e:
+        assert e.kinds == ("ntk", "nngp")
     assert same(store.gram(X, kernel=K, kind="both"), expect)
-    assert store.stats["hits"] == 2 and store.stats["misses"] == 1
+    assert np.array_equal(store.gram(X, kernel=K), expect[0])
+    assert store.stats["hits"] == 3 and store.stats["misses"] == 2
+    assert len(list(store.path.glob("*.h5"))) == 1
     assert store.stats["tiles_computed"] > 0
     # equal inputs in another layout / dtype hit the same entry
     Xi = [np.round(5 * x).astype(np.int32) for x in X]
@@ -71,7 +82,7 @@ def test_hit_returns_the_computed_matrix_and_kind_only_selects(store):
     a = store.gram(Xf, kernel=K)
     padded = rntk_numba.to_padded(Xi)
     b = store.gram(padded, kernel=K)
-    assert np.array_equal(a, b) and store.stats["hits"] == 3
+    assert np.array_equal(a, b) and store.stats["hits"] == 4
 
 
 def test_every_key_component_misses(store, monkeypatch):
@@ -157,6 +168,23 @@ def test_background_completion(tmp_path):
     assert sync._final(key).exists() and not S._PENDING
 
 
+@pytest.mark.parametrize("durable", [False, True])
+def test_durable_fsyncs_the_entry_and_its_directory(tmp_path, monkeypatch, durable):
+    synced = []
+    orig = S._fsync_path
+    monkeypatch.setattr(S, "_fsync_path",
+                        lambda path, directory=False: (synced.append((Path(path).name,
+                                                                      directory)),
+                                                       orig(path, directory)))
+    X = series(12)
+    store = GramStore(tmp_path / "d", durable=durable)
+    assert np.array_equal(store.gram(X, kernel=K), ref(X)[0])
+    key = store.key(X, kernel=K)
+    want = [(f"{key}.partial.h5", False), ("d", True)] if durable else []
+    assert synced == want
+    assert np.array_equal(GramStore(store.path).gram(X, kernel=K), ref(X)[0])
+
+
 def test_gram_cache_argument(tmp_path, monkeypatch):
     X = series(9)
     expect = ref(X)
@@ -205,7 +233,7 @@ def test_resume_computes_only_missing_tiles_bit_identical(store, monkeypatch, Ym
     Y = None if Ymode is None else series(11, seed=5)
     interrupt_after(monkeypatch, 9)
     with pytest.raises(KeyboardInterrupt):
-        store.gram(X, Y, kernel=K, tile_size=4, n_jobs=2, out_of_core=ooc)
+        store.gram(X, Y, kernel=K, kind="both", tile_size=4, n_jobs=2, out_of_core=ooc)
     monkeypatch.undo()
     key = store.key(X, Y, kernel=K)
     assert not store._final(key).exists()
@@ -236,7 +264,7 @@ def test_resume_recomputes_a_damaged_tile(store, monkeypatch, ooc):
     X = series(24)
     interrupt_after(monkeypatch, 6)
     with pytest.raises(KeyboardInterrupt):
-        store.gram(X, kernel=K, tile_size=4, n_jobs=1)
+        store.gram(X, kernel=K, kind="both", tile_size=4, n_jobs=1)
     monkeypatch.undo()
     key = store.key(X, kernel=K)
     header, done = S._parse_journal(store._journal(key))
@@ -304,17 +332,32 @@ def test_unusable_partial_is_restarted(store, monkeypatch, what):
     assert same(got, ref(X)) and store._final(key).exists()
 
 
-def test_partial_started_in_memory_resumes_out_of_core(store, monkeypatch):
-    X = series(16)
+@pytest.mark.parametrize("lengths", ["equal", "ragged"])
+def test_partial_started_in_memory_resumes_out_of_core(store, monkeypatch, lengths):
+    X = series(16, lo=12, hi=13) if lengths == "equal" else series(16)
     interrupt_after(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         store.gram(X, kernel=K, tile_size=3)
     monkeypatch.undo()
+    header, _ = S._parse_journal(store._journal(store.key(X, kernel=K)))
+    assert header["order"] == (None if lengths == "equal" else "length")
     small = GramStore(store.path, memory_budget=100)
     G = small.gram(X, kernel=K)
     assert isinstance(G, GramArray) and np.array_equal(G[:], ref(X)[0])
-    assert small.stats["tiles_resumed"] == 3
+    # a ragged set was computed in memory in order of decreasing length; out of core
+    # the tiles must index the series as given, so that partial entry starts again
+    assert small.stats["tiles_resumed"] == (3 if lengths == "equal" else 0)
     G.close()
+    # ... but an out-of-core call whose matrix fits in memory resumes it in memory
+    store.remove(store.key(X, kernel=K))
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, kernel=K, tile_size=3)
+    monkeypatch.undo()
+    fresh = GramStore(store.path)
+    with fresh.gram(X, kernel=K, out_of_core=True) as G:
+        assert isinstance(G, GramArray) and np.array_equal(G[:], ref(X)[0])
+    assert fresh.stats["tiles_resumed"] == 3
 
 
 def test_partial_started_out_of_core_resumes_in_memory(store, monkeypatch):
@@ -323,8 +366,8 @@ def test_partial_started_out_of_core_resumes_in_memory(store, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         store.gram(X, kernel=K, tile_size=3, out_of_core=True)
     monkeypatch.undo()
-    got = store.gram(X, kernel=K, kind="both")
-    assert isinstance(got[0], np.ndarray) and same(got, ref(X))
+    got = store.gram(X, kernel=K)
+    assert type(got) is np.ndarray and np.array_equal(got, ref(X)[0])
     assert store.stats["tiles_resumed"] == 3
 
 
@@ -366,7 +409,7 @@ def stored_path(store, X, Y=None):
 def test_overwritten_bytes_are_detected_and_recomputed(store):
     X = series(40, lo=5, hi=12)
     expect = ref(X)
-    store.gram(X, kernel=K)
+    store.gram(X, kernel=K, kind="both")
     path = stored_path(store, X)
     with h5py.File(path, "r") as f:
         off = f["nngp"].id.get_offset()
@@ -581,11 +624,11 @@ def fail_writes_after(monkeypatch, k):
     orig = S._Partial.write_tile
     count = [0]
 
-    def write(self, tile, a, b):
+    def write(self, tile, blocks):
         if count[0] >= k:
             raise OSError(errno.ENOSPC, "No space left on device")
         count[0] += 1
-        return orig(self, tile, a, b)
+        return orig(self, tile, blocks)
     monkeypatch.setattr(S._Partial, "write_tile", write)
 
 
@@ -634,9 +677,10 @@ def test_gram_subset_is_a_slice_bit_for_bit(store):
     rng = np.random.default_rng(3)
     perm = rng.permutation(36)
     tr, te = perm[:25], perm[25:]
-    G_tr = store.gram_subset(X, tr, kernel=K)
+    G_tr, _ = store.gram_subset(X, tr, kernel=K, kind="both")
     computed = store.stats["tiles_computed"]
     assert np.array_equal(G_tr, gram([X[i] for i in tr], kernel=K))
+    assert np.array_equal(store.gram_subset(X, tr, kernel=K), G_tr)
     G_te = store.gram_subset(X, te, tr, kernel=K, kind="both")
     assert same(G_te, ref([X[i] for i in te], [X[i] for i in tr]))
     mask = np.zeros(36, bool)
@@ -655,7 +699,7 @@ def test_gram_subset_is_a_slice_bit_for_bit(store):
 def test_gram_of_a_subset_hits_the_cached_full_set(store):
     X = series(30)
     X = X + [X[4].copy(), X[9].copy()]            # duplicated series: distinct samples
-    store.gram(X, kernel=K)
+    store.gram(X, kernel=K, kind="both")
     computed = store.stats["tiles_computed"]
     idx = [31, 4, 2, 9, 30, 17]                   # both copies of X[4] and of X[9]
     sub = [X[i] for i in idx]
@@ -677,7 +721,7 @@ def test_out_of_core_handle(store, monkeypatch):
     monkeypatch.setattr(S, "BAND_BYTES", 4 * 45 * 8)             # 4-row bands
     X = series(45, lo=2, hi=9)
     expect = ref(X)
-    small = GramStore(store.path, memory_budget=45 * 45 * 8)     # < both kernels
+    small = GramStore(store.path, memory_budget=45 * 45 * 8 - 1)  # < one kernel
     G = small.gram(X, kernel=K)
     assert isinstance(G, GramArray) and G.shape == (45, 45) and len(G) == 45
     assert G._entry.band_rows == 4
@@ -695,8 +739,12 @@ def test_out_of_core_handle(store, monkeypatch):
     with pytest.raises(IndexError):
         G[45]
     G.close()
+    ntk, nngp = small.gram(X, kernel=K, kind="both")     # adds the NNGP: a miss
+    assert np.array_equal(nngp[:], expect[1]) and small.stats["misses"] == 2
+    ntk.close()
+    nngp.close()
     ntk, nngp = small.gram(X, kernel=K, kind="both")
-    assert np.array_equal(nngp[:], expect[1]) and small.stats["hits"] == 1
+    assert np.array_equal(ntk[:], A) and small.stats["hits"] == 1
     ntk.close()
     nngp.close()
     # damage one band: reading it raises, the file is removed, the next call recomputes
@@ -713,7 +761,7 @@ def test_out_of_core_handle(store, monkeypatch):
     G.close()
     assert not path.exists()
     G = small.gram(X, kernel=K)
-    assert np.array_equal(G[:], A) and small.stats["misses"] == 2
+    assert np.array_equal(G[:], A) and small.stats["misses"] == 3
     G.close()
 
 
