@@ -42,29 +42,32 @@ Files in the store directory, per key::
 
     <key>.h5          a complete entry; appears only by an atomic rename, never changes
     <key>.json        human-readable metadata (informative; the .h5 attributes rule)
-    <key>.tiles       an entry being computed: its finished tiles, appended as they come
-    <key>.journal     its tile plan and one checksummed line per finished tile
-    <key>.partial.h5  the complete file being written, just before its rename
+    <key>.journal     an entry being computed: its tile plan, then one checksummed
+                      line per finished tile
+    <key>.partial.h5  its HDF5 file, the tiles copied in as they finish (an entry that
+                      fits in memory), or the file being assembled (out of core)
+    <key>.tiles       out of core only: the finished tiles, appended as they come
     <key>.lock        the per-key writer lock (fcntl.flock)
 
 A complete file has a float64 dataset ``ntk`` and/or ``nngp`` (``meta["kinds"]``) of the
 full (N, M) matrix (a symmetric Gram is materialised, both triangles, so any slice reads
-directly), stored contiguously, plus ``crc_ntk`` / ``crc_nngp``: 64-bit checksums (``_checksum``, a
-vectorised Fletcher-style sum, ~5x faster than CRC-32) of row bands of about 1 MiB,
-the lengths and fingerprints of the data, per-series fingerprints (for subset
-look-ups), and the metadata as an attribute: hyperparameters, shapes, lengths, creation
-time, engine and library versions, compute time, tile counts, and CRC-32s of the small
-datasets. HDF5 metadata is checksummed as well (HDF5 1.8 file format: superblock v2,
-object headers v2; attributes are fixed-length strings, stored in the checksummed
-object header).
+directly), stored contiguously, plus ``crc_ntk`` / ``crc_nngp``: 64-bit checksums
+(``_checksum``, a vectorised Fletcher-style sum, ~5x faster than CRC-32) of row bands of
+about 1 MiB, the lengths and fingerprints of the data, per-series fingerprints (for
+subset look-ups), and the metadata as an attribute: hyperparameters, shapes, lengths,
+creation time, engine and library versions, compute time, tile counts, and CRC-32s of
+the small datasets. HDF5 metadata is checksummed as well (HDF5 1.8 file format:
+superblock v2, object headers v2; attributes are fixed-length strings, stored in the
+checksummed object header).
 
-A finished tile is appended to ``<key>.tiles`` as its raw block(s) with plain
-``pwrite`` calls (what a killed process wrote is in the file; no HDF5 cache is
-involved), then journaled with a 64-bit checksum of each block. Completing the entry
-writes the HDF5 file from the matrices in memory (one ``pwrite`` per kernel into a
-preallocated contiguous dataset) or, out of core, row band by row band from the tile log
-(see ``_Partial``), then renames it. In memory, a ragged set is computed in order of
-decreasing length, as ``gram`` does without a store (same bits, fewer idle lanes).
+While an entry that fits in ``memory_budget`` is computed, each finished tile is copied
+into its place (and its mirror's) in the memory-mapped, preallocated datasets of
+``<key>.partial.h5``, then journaled with a 64-bit checksum per block: every byte of the
+entry is written once, during the computation, and completing it only adds checksums
+and metadata before the rename. Out of core, tiles are appended to ``<key>.tiles`` and
+the file is assembled from it row band by row band at the end (see ``_Partial``). In
+memory, a ragged set is computed in order of decreasing length, as ``gram`` does without
+a store (same bits, fewer idle lanes).
 
 Guarantees
 ----------
@@ -76,8 +79,9 @@ Guarantees
   uninterrupted computation.
 * Crash safety: a ``<key>.h5`` only ever comes from renaming a file after it was
   completed, checksummed and closed. A process killed at any instant (``kill -9``)
-  leaves at most a partial entry, which the next call resumes (a killed completion is
-  redone from the tile log) or, if unreadable, restarts. A power cut can lose writes
+  leaves at most a partial entry, which the next call resumes (a completion killed
+  midway is redone: the HDF5 structure is rebuilt around the verified tiles) or, if
+  unreadable, restarts. A power cut can lose writes
   the kernel had not yet flushed; since every read verifies the checksums of what it
   reads and every resumed tile is verified before use, what it damaged is recomputed,
   never served. ``GramStore(durable=True)`` also fsyncs each entry before its rename
@@ -99,6 +103,8 @@ Guarantees
 * Disk full / read-only directory: the store warns (``CacheWarning``) and the computed
   matrix is still returned when it fits in memory; otherwise (out of core) an
   ``OSError`` says what is missing. A partial entry left behind never looks complete.
+  The memory-mapped datasets are allocated on disk (``posix_fallocate``) before the
+  first tile is copied in, so a full disk is an ``OSError`` up front, never a SIGBUS.
 
 Sub-matrices and out-of-core
 ----------------------------
@@ -866,23 +872,28 @@ def _contiguous_dataset(h5py, f, name: str, shape) -> int:
 
 
 class _Partial:
-    """The entry under construction: ``<key>.journal`` + ``<key>.tiles``.
+    """The entry under construction: ``<key>.journal`` plus its tiles' data, in one of
+    two sinks (chosen when the entry is created, kept on resume):
 
-    Each finished tile is appended to ``<key>.tiles`` as its two raw float64 blocks (one
-    large sequential write; no HDF5 call and no cache in this process: what a killed
-    process wrote is in the file), and only then journaled with the CRC-32s of the two
-    blocks and their offset. The journal's first line holds the tile plan. A resume
-    verifies every journaled tile before trusting it, whether it continues in memory or
-    out of core.
+    * ``"file"`` (the kernels fit in ``memory_budget``): the entry's own HDF5 file,
+      ``<key>.partial.h5``, is created first, its contiguous datasets preallocated
+      (``posix_fallocate``: a full disk fails here, not in a page fault), and memory
+      mapped; each finished tile is copied to its place (and its mirror) in the file's
+      pages, then journaled with a 64-bit checksum per block. Nothing is written twice:
+      completing the entry only adds the band checksums and the metadata and renames
+      the file. A killed process loses nothing it copied (the pages belong to the
+      kernel's page cache, not to the process).
+    * ``"log"`` (out of core, larger than memory): each finished tile is appended to
+      ``<key>.tiles`` as raw blocks (one large sequential write each), then journaled;
+      completing the entry writes ``<key>.partial.h5`` row band by row band of the tile
+      grid, each band assembled in memory from its tiles (and the transposes of the
+      tiles above the diagonal) with one sequential write per kernel. (Scattered
+      writes of a matrix larger than memory defeat the disk's write-back: a first
+      version that did so was an order of magnitude slower.)
 
-    Completing the entry writes a new HDF5 file, ``<key>.partial.h5``, and renames it:
-    from the matrices when they are held in memory, else row band by row band of the
-    tile grid, each band assembled in memory from its tiles (and the transposes of the
-    tiles above the diagonal) and written with one sequential write per kernel. The
-    checksums of the final file are computed from the bytes written. (Writing tiles in
-    place, as scattered row segments, was measured several times slower per byte, and
-    an order of magnitude slower out of core, where the scattered pages defeat the
-    disk's write-back.)
+    The journal's first line holds the tile plan, the sink, the kinds and the series
+    order. A resume verifies every journaled tile against its checksum before trusting
+    it, whether it continues in memory or out of core.
     """
 
     def __init__(self, store: "GramStore", key: str, header: dict, plan, done):
@@ -892,16 +903,47 @@ class _Partial:
         self.symmetric = bool(header["symmetric"])
         self.kinds = tuple(header["kinds"])
         self.order = header.get("order")    # "length": tiles index length-sorted series
+        self.sink = header.get("sink", "log")
         self.plan = plan
         self.done = done                # tile index -> journal record
-        self._jfd = None
-        self._fd = os.open(store._tiles(key), os.O_RDWR)
+        self._perm = (None, None)       # original positions of sorted rows / columns
+        self._jfd = self._fd = self._mm = None
+        self._views = {}
         try:
-            self._end = os.fstat(self._fd).st_size
+            if self.sink == "file":
+                self._open_file(header)
+            else:
+                self._fd = os.open(store._tiles(key), os.O_RDWR)
+                self._end = os.fstat(self._fd).st_size
             self._jfd = os.open(store._journal(key), os.O_WRONLY | os.O_APPEND)
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
+
+    def _open_file(self, header) -> None:
+        import mmap
+        n, m = self.shape
+        offsets = self._offsets = {k: int(header["offsets"][k]) for k in self.kinds}
+        self._fd = os.open(self.store._partial(self.key), os.O_RDWR)
+        size = os.fstat(self._fd).st_size
+        if any(off % 8 or off + 8 * n * m > size for off in offsets.values()):
+            raise ValueError("the partial file is shorter than its datasets")
+        self._mm = mmap.mmap(self._fd, size)
+        for k, off in offsets.items():
+            self._views[k] = np.frombuffer(self._mm, dtype="<f8", count=n * m,
+                                           offset=off).reshape(n, m)
+
+    def set_order(self, px, py) -> None:
+        """The permutations of a length-sorted computation (tile index -> series)."""
+        self._perm = (px, py)
+
+    def _positions(self, tile: Tile):
+        px, py = self._perm
+        if self.order is None:
+            return slice(tile.r0, tile.r1), slice(tile.c0, tile.c1), False
+        rows = np.arange(tile.r0, tile.r1) if px is None else px[tile.r0:tile.r1]
+        cols = np.arange(tile.c0, tile.c1) if py is None else py[tile.c0:tile.c1]
+        return rows, cols, True
 
     @staticmethod
     def files(store, key):
@@ -918,29 +960,64 @@ class _Partial:
 
     # creation / resumption
     @classmethod
-    def create(cls, store, key, shape, symmetric, plan, kinds, order=None):
+    def create(cls, store, key, shape, symmetric, plan, kinds, order=None, sink="log"):
         cls.discard(store, key)
         header = {"format": STORE_FORMAT, "key": key, "shape": list(shape),
                   "symmetric": symmetric, "kinds": list(kinds), "order": order,
-                  "created": time.time(),
+                  "sink": sink, "created": time.time(),
                   "tiles": [[t.r0, t.r1, t.c0, t.c1, int(t.diagonal), t.cost]
                             for t in plan]}
-        open(store._tiles(key), "xb").close()
+        if sink == "file":
+            header["offsets"] = cls._create_file(store, key, shape, kinds)
+        else:
+            open(store._tiles(key), "xb").close()
         jpath = store._journal(key)
         tmp = jpath.with_name(jpath.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            fh.write(_journal_line(header))
-        os.replace(tmp, jpath)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(_journal_line(header))
+            os.replace(tmp, jpath)
+        except BaseException:
+            _unlink(tmp)
+            cls.discard(store, key)
+            raise
         return cls(store, key, header, plan, {})
 
+    @staticmethod
+    def _create_file(store, key, shape, kinds) -> dict:
+        """``<key>.partial.h5`` with a preallocated contiguous dataset per kind (4 KiB
+        aligned), not yet marked complete; returns the datasets' file offsets."""
+        h5py = _h5py()
+        path = store._partial(key)
+        try:
+            with h5py.File(path, "x", libver=_LIBVER, locking=False,
+                           alignment_threshold=1 << 16, alignment_interval=4096) as f:
+                f.attrs["format"] = STORE_FORMAT
+                f.attrs["key"] = _fixed(key)
+                f.attrs["complete"] = False
+                offsets = {k: _contiguous_dataset(h5py, f, k, shape) for k in kinds}
+            fd = os.open(path, os.O_RDWR)
+            try:
+                nbytes = 8 * shape[0] * shape[1]
+                for off in offsets.values():
+                    if nbytes:
+                        os.posix_fallocate(fd, off, nbytes)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink(path)
+            raise
+        return offsets
+
     @classmethod
-    def resume(cls, store, key, shape, symmetric, kinds, orders=(None, "length")):
+    def resume(cls, store, key, shape, symmetric, kinds, orders=(None, "length"),
+               sinks=("file", "log")):
         """The partial entry of ``key`` if there is a usable one, else None (removed).
         A partial entry that does not hold every kind of ``kinds`` (an earlier call
-        asked for another kernel), or whose series order is not in ``orders``, is
-        started again."""
-        jpath, tpath = store._journal(key), store._tiles(key)
-        if not (jpath.exists() and tpath.exists()):
+        asked for another kernel), or whose series order is not in ``orders`` or sink
+        not in ``sinks``, is started again."""
+        jpath = store._journal(key)
+        if not jpath.exists():
             cls.discard(store, key)
             return None
         try:
@@ -949,15 +1026,17 @@ class _Partial:
                     or tuple(header.get("shape", ())) != tuple(shape)
                     or bool(header.get("symmetric")) != symmetric):
                 raise ValueError("journal belongs to another computation")
-            if not set(kinds) <= set(header.get("kinds", ())):
-                cls.discard(store, key)
-                return None
-            if header.get("order") not in orders:
+            if (not set(kinds) <= set(header.get("kinds", ()))
+                    or header.get("order") not in orders
+                    or header.get("sink", "log") not in sinks):
                 cls.discard(store, key)
                 return None
             plan = _plan_from(header, shape, symmetric)
             done = {i: c for i, c in done.items() if 0 <= i < len(plan)}
-            _unlink(store._partial(key))        # an interrupted completion restarts
+            if header.get("sink", "log") == "log":
+                if not store._tiles(key).exists():
+                    raise ValueError("its tile log is missing")
+                _unlink(store._partial(key))    # an interrupted completion restarts
             return cls(store, key, header, plan, done)
         except (OSError, KeyError, ValueError, TypeError) as exc:
             warnings.warn(f"rntk cache: discarding the unusable partial entry {key} "
@@ -971,26 +1050,56 @@ class _Partial:
 
     # tiles
     def write_tile(self, tile: Tile, blocks: dict) -> None:
-        """Append a finished tile's blocks (one per stored kind) to the log, then
-        journal it."""
-        off = self._end
+        """Store a finished tile's blocks (one per stored kind), then journal it."""
         sums = []
-        for k in self.kinds:
-            blk = np.ascontiguousarray(blocks[k])
-            _pwrite_all(self._fd, memoryview(blk).cast("B"), self._end)
-            self._end += blk.nbytes
-            sums.append(_checksum.checksum(blk))
-        record = {"t": tile.index, "o": off, "c": sums}
+        record = {"t": tile.index}
+        if self.sink == "file":
+            rows, cols, fancy = self._positions(tile)
+            mirror = self.symmetric and not tile.diagonal
+            for k in self.kinds:
+                blk, view = blocks[k], self._views[k]
+                if fancy:
+                    view[np.ix_(rows, cols)] = blk
+                    if mirror:
+                        view[np.ix_(cols, rows)] = blk.T
+                else:
+                    view[rows, cols] = blk
+                    if mirror:
+                        view[cols, rows] = blk.T
+                sums.append(_checksum.checksum(np.ascontiguousarray(blk)))
+        else:
+            record["o"] = self._end
+            for k in self.kinds:
+                blk = np.ascontiguousarray(blocks[k])
+                _pwrite_all(self._fd, memoryview(blk).cast("B"), self._end)
+                self._end += blk.nbytes
+                sums.append(_checksum.checksum(blk))
+        record["c"] = sums
         os.write(self._jfd, _journal_line(record))
         self.done[tile.index] = record
 
     def read_tile(self, tile: Tile):
-        """{kind: block} of a journaled tile, or None if it fails its checks."""
+        """{kind: block} of a journaled tile, or None if it fails its checks (in the
+        file sink, the block and its mirror are both checked)."""
         try:
             rec = self.done[tile.index]
             if len(rec["c"]) != len(self.kinds):
                 return None
             out = {}
+            if self.sink == "file":
+                rows, cols, fancy = self._positions(tile)
+                mirror = self.symmetric and not tile.diagonal
+                for i, k in enumerate(self.kinds):
+                    view = self._views[k]
+                    blk = np.array(view[np.ix_(rows, cols)] if fancy else view[rows, cols])
+                    if _checksum.checksum(blk) != int(rec["c"][i]):
+                        return None
+                    if mirror:
+                        tr = view[np.ix_(cols, rows)] if fancy else view[cols, rows]
+                        if _checksum.checksum(np.ascontiguousarray(tr.T)) != int(rec["c"][i]):
+                            return None
+                    out[k] = blk
+                return out
             size = 8 * tile.shape[0] * tile.shape[1]
             for i, k in enumerate(self.kinds):
                 blk = _pread_into(self._fd, np.empty(tile.shape), int(rec["o"]) + i * size)
@@ -1054,22 +1163,37 @@ class _Partial:
         return {k: np.array(v, dtype=np.uint64) for k, v in crcs.items()}
 
     def finalize(self, meta: dict, datasets: dict, arrays=None) -> Path:
-        """Write ``<key>.partial.h5`` (from ``arrays``, the matrices held in memory, or
-        else from the log), checksum it, mark it complete, rename it to ``<key>.h5``
-        (fsync-ed first if the store is ``durable``); then remove the journal and the
-        log."""
+        """Complete ``<key>.partial.h5``: checksum the kernels (from ``arrays``, the
+        matrices held in memory, else from the file or the log), add the small datasets
+        and the metadata, mark it complete, rename it to ``<key>.h5`` (fsync-ed first
+        if the store is ``durable``); then remove the journal and the log."""
         band = int(meta["band_rows"])
         datasets = dict(datasets)
         meta = dict(meta, aux_crc={}, kinds=list(self.kinds))
         path, final = self.store._partial(self.key), self.store._final(self.key)
-        _unlink(path)
+        h5py = _h5py()
         try:
-            with _h5py().File(path, "x", libver=_LIBVER, locking=False) as f:
+            if self.sink == "file":
+                for kind in self.kinds:
+                    src = arrays[kind] if arrays is not None else self._views[kind]
+                    datasets["crc_" + kind] = _band_crcs(src, band)
+                if not self._file_intact(path):
+                    # a completion killed inside HDF5: rebuild the file from the data
+                    if arrays is None:
+                        arrays = {k: np.array(self._views[k]) for k in self.kinds}
+                    self._release_map()
+                    _unlink(path)
+                    self.sink = "rebuilt"
+                else:
+                    self._release_map()
+                    f = h5py.File(path, "r+", locking=False)
+            if self.sink != "file":
+                _unlink(path)
+                f = h5py.File(path, "x", libver=_LIBVER, locking=False)
                 f.attrs["format"] = STORE_FORMAT
                 f.attrs["key"] = _fixed(self.key)
                 f.attrs["complete"] = False
                 if arrays is not None:
-                    h5py = _h5py()
                     offsets = {k: _contiguous_dataset(h5py, f, k, self.shape)
                                for k in self.kinds}
                     f.flush()
@@ -1085,6 +1209,7 @@ class _Partial:
                     crcs = self._assemble(f, band)
                     for kind in self.kinds:
                         datasets["crc_" + kind] = crcs[kind]
+            with f:
                 for name, value in datasets.items():
                     value = np.ascontiguousarray(value)
                     f.create_dataset(name, data=value, track_times=False)
@@ -1097,7 +1222,11 @@ class _Partial:
             os.replace(path, final)
         except BaseException:
             self.close()
-            _unlink(path)
+            if self.sink != "log":
+                # the partial file may be half-edited: start this entry again next time
+                self.discard(self.store, self.key)
+            else:
+                _unlink(path)
             raise
         if self.store.durable:
             _fsync_path(self.store.path, directory=True)
@@ -1105,7 +1234,31 @@ class _Partial:
         _unlink(self.store._tiles(self.key))
         return final
 
+    def _file_intact(self, path) -> bool:
+        """Whether the partial file's HDF5 structure is as created (a completion
+        killed while HDF5 was editing it may have left it unreadable)."""
+        try:
+            with _h5py().File(path, "r", locking=False) as f:
+                return (int(f.attrs["format"]) == STORE_FORMAT
+                        and _attr_str(f.attrs, "key") == self.key
+                        and "meta" not in f.attrs and set(f.keys()) == set(self.kinds)
+                        and all(f[k].id.get_offset() == self._offsets[k]
+                                and tuple(f[k].shape) == self.shape
+                                for k in self.kinds))
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError):
+            return False
+
+    def _release_map(self) -> None:
+        self._views = {}
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:  # pragma: no cover - a view still alive somewhere
+                pass
+            self._mm = None
+
     def close(self) -> None:
+        self._release_map()
         for name in ("_jfd", "_fd"):
             fd = getattr(self, name)
             if fd is not None:
@@ -1534,21 +1687,19 @@ class GramStore:
         def ragged(P):
             return P is not None and P.lengths.min() != P.lengths.max()
 
-        order = "length" if not ooc and (ragged(PX) or ragged(PY)) else None
+        # the kernels fit in memory: tiles go straight into the entry's file (and a
+        # ragged set is computed in order of decreasing length, as gram() does);
+        # larger than memory: into the tile log, in the series' own order (the
+        # file is assembled from it band by band)
+        sink = "file" if fits else "log"
+        order = "length" if sink == "file" and (ragged(PX) or ragged(PY)) else None
         part, why = None, None
         try:
-            # a partial entry in either order resumes in memory; out of core only in
-            # the series' own order (unless the matrix fits: then it continues in
-            # memory and is handed back as on-disk handles all the same)
-            part = _Partial.resume(self, key, shape, symmetric, kinds,
-                                   (None,) if ooc and not fits else (None, "length"))
+            part = _Partial.resume(self, key, shape, symmetric, kinds)
         except OSError as exc:
             part, why = None, exc
         if part is not None:
-            kinds = part.kinds            # a superset of what is asked
-            order = part.order
-            if order is not None:
-                ooc = False
+            kinds, order, sink = part.kinds, part.order, part.sink
         SX, SY, px, py = PX, PY, None, None
         if order is not None:
             SX, px = _by_length(PX)
@@ -1559,8 +1710,9 @@ class GramStore:
         if why is None:
             try:
                 plan = part.plan if part is not None else problem.plan(tile_size, workers)
-                need = (8 * len(kinds) * shape[0] * shape[1]
-                        + _Partial.log_bytes(plan, len(kinds)) + (1 << 20))
+                need = 8 * len(kinds) * shape[0] * shape[1] + (1 << 20)
+                if sink == "log":
+                    need += _Partial.log_bytes(plan, len(kinds))
                 have = part.disk_bytes() if part is not None else 0
                 free = _disk_free(self.path)
                 if free is not None and free + have < need:
@@ -1569,11 +1721,13 @@ class GramStore:
                                                 f"free")
                 if part is None:
                     part = _Partial.create(self, key, shape, symmetric, plan, kinds,
-                                           order)
+                                           order, sink)
             except OSError as exc:
                 if part is not None:
                     part.close()
                 part, why = None, exc
+        if part is not None:
+            part.set_order(px, py)
         if part is None:
             if ooc and not fits:
                 raise OSError(f"rntk cache ({self.path}): cannot write the out-of-core "
@@ -1581,10 +1735,8 @@ class GramStore:
             self.stats["write_errors"] += 1
             self._warn(f"cannot write the store ({why}); the result is computed in memory "
                        f"and not stored")
-            handles = False
+            handles = ooc = False         # nothing on disk to hand back
             kinds = _kinds_of(kind)
-            if ooc:                       # tiles index the series as given: keep it so
-                ooc = False
         plan = part.plan if part is not None else problem.plan(tile_size, workers)
         permuted = order is not None
 

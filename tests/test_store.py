@@ -259,20 +259,43 @@ def test_resume_computes_only_missing_tiles_bit_identical(store, monkeypatch, Ym
         (".h5", ".json", ".lock"))] == []
 
 
+def damage_tile(store, X, key, header, done, victim, mirror=False):
+    """Overwrite 3 bytes of the last stored block (the NNGP if stored) of a journaled
+    tile (or of its mirror)."""
+    r0, r1, c0, c1 = header["tiles"][victim][:4]
+    kind = header["kinds"][-1]
+    if header["sink"] == "log":
+        nk = len(header["kinds"]) - 1
+        path, pos = store._tiles(key), done[victim]["o"] + nk * 8 * (r1 - r0) * (c1 - c0) + 8
+    else:
+        n = len(X)
+        perm = (np.argsort(-np.array([len(x) for x in X]), kind="stable")
+                if header["order"] == "length" else np.arange(n))
+        i, j = perm[r0], perm[c0 + 1]
+        if mirror:
+            i, j = j, i
+        path, pos = store._partial(key), header["offsets"][kind] + 8 * (i * n + j)
+    with open(path, "r+b") as fh:
+        fh.seek(pos)
+        fh.write(b"\x42" * 3)
+
+
 @pytest.mark.parametrize("ooc", [False, True], ids=["in-memory", "out-of-core"])
-def test_resume_recomputes_a_damaged_tile(store, monkeypatch, ooc):
+@pytest.mark.parametrize("where", ["file", "file-mirror", "log"])
+def test_resume_recomputes_a_damaged_tile(store, monkeypatch, ooc, where):
     X = series(24)
     interrupt_after(monkeypatch, 6)
+    budget = 100 if where == "log" else None       # too small: the tile log
     with pytest.raises(KeyboardInterrupt):
-        store.gram(X, kernel=K, kind="both", tile_size=4, n_jobs=1)
+        GramStore(store.path, memory_budget=budget).gram(X, kernel=K, kind="both",
+                                                         tile_size=4, n_jobs=1)
     monkeypatch.undo()
     key = store.key(X, kernel=K)
     header, done = S._parse_journal(store._journal(key))
+    assert header["sink"] == where.split("-")[0]
+    assert header["order"] == (None if where == "log" else "length")
     victim = [i for i in sorted(done) if not header["tiles"][i][4]][1]   # off-diagonal
-    r0, r1, c0, c1 = header["tiles"][victim][:4]
-    with open(store._tiles(key), "r+b") as fh:     # the NNGP block of its log record
-        fh.seek(done[victim]["o"] + 8 * (r1 - r0) * (c1 - c0) + 8)
-        fh.write(b"\x42" * 3)
+    damage_tile(store, X, key, header, done, victim, mirror=where.endswith("mirror"))
     fresh = GramStore(store.path)
     got = fresh.gram(X, kernel=K, kind="both", out_of_core=ooc)
     assert fresh.stats["tiles_resumed"] == 5
@@ -281,53 +304,75 @@ def test_resume_recomputes_a_damaged_tile(store, monkeypatch, ooc):
     if ooc:
         for g in got:
             g.close()
+    with fresh.lookup(X, kernel=K) as e:
+        e.verify()
 
 
-def test_interrupted_completion_is_redone(store, monkeypatch):
-    """Killed after the last tile, while writing the final file: the next call only
-    completes the file (and a tile damaged meanwhile is recomputed first)."""
+@pytest.mark.parametrize("sink", ["file", "log"])
+def test_interrupted_completion_is_redone(store, monkeypatch, sink):
+    """Killed after the last tile, while completing the file: the next call only
+    completes it (and a tile damaged meanwhile is recomputed first)."""
     X = series(20)
     orig = S._Partial.finalize
 
     def crash(self, *a, **k):
-        with open(self.store._partial(self.key), "wb") as fh:
-            fh.write(b"half an HDF5 file")
+        if self.sink == "log":          # killed while writing the final file
+            with open(self.store._partial(self.key), "wb") as fh:
+                fh.write(b"half an HDF5 file")
+        else:                           # killed while HDF5 edited the partial file
+            self._release_map()
+            with h5py.File(self.store._partial(self.key), "r+", locking=False) as f:
+                f.create_dataset("crc_ntk", data=np.zeros(3))
+            with open(self.store._partial(self.key), "r+b") as fh:
+                fh.write(b"\x00" * 8)      # the superblock's signature
         raise KeyboardInterrupt
     monkeypatch.setattr(S._Partial, "finalize", crash)
+    budget = 100 if sink == "log" else None
     with pytest.raises(KeyboardInterrupt):
-        store.gram(X, kernel=K, tile_size=5, out_of_core=True)
+        GramStore(store.path, memory_budget=budget).gram(X, kernel=K, tile_size=5,
+                                                         out_of_core=True)
     monkeypatch.setattr(S._Partial, "finalize", orig)
     key = store.key(X, kernel=K)
     header, done = S._parse_journal(store._journal(key))
+    assert header["sink"] == sink
     assert len(done) == len(header["tiles"]) and not store._final(key).exists()
-    with open(store._tiles(key), "r+b") as fh:
-        fh.seek(done[0]["o"])
-        fh.write(b"\x00" * 16)
-    fresh = GramStore(store.path)
+    damage_tile(store, X, key, header, done, 0)
+    fresh = GramStore(store.path, memory_budget=budget)
     G = fresh.gram(X, kernel=K, out_of_core=True)
     assert fresh.stats["tiles_computed"] == 1
     assert fresh.stats["tiles_resumed"] == len(header["tiles"]) - 1
     assert np.array_equal(G[:], ref(X)[0])
     G.close()
     assert not store._partial(key).exists() and not store._tiles(key).exists()
+    with fresh.lookup(X, kernel=K) as e:
+        e.verify()
 
 
-@pytest.mark.parametrize("what", ["journal", "tiles"])
-def test_unusable_partial_is_restarted(store, monkeypatch, what):
+@pytest.mark.parametrize("sink", ["file", "log"])
+@pytest.mark.parametrize("what", ["journal", "data"])
+def test_unusable_partial_is_restarted(store, monkeypatch, what, sink):
     X = series(12)
     interrupt_after(monkeypatch, 3)
+    budget = 100 if sink == "log" else None
     with pytest.raises(KeyboardInterrupt):
-        store.gram(X, kernel=K, tile_size=3)
+        GramStore(store.path, memory_budget=budget).gram(X, kernel=K, kind="both",
+                                                         tile_size=3)
     monkeypatch.undo()
     key = store.key(X, kernel=K)
+    assert S._parse_journal(store._journal(key))[0]["sink"] == sink
     fresh = GramStore(store.path)
     if what == "journal":
         store._journal(key).write_bytes(b"not what it was")
         with pytest.warns(CacheWarning, match="unusable partial"):
             got = fresh.gram(X, kernel=K, kind="both")
-    else:                                   # the log lost its data: every tile redone
+    elif sink == "log":                    # the log lost its data: every tile redone
         store._tiles(key).write_bytes(b"")
         got = fresh.gram(X, kernel=K, kind="both")
+        assert fresh.stats["tiles_resumed"] == 0
+    else:                                  # the partial file was truncated
+        store._partial(key).write_bytes(b"")
+        with pytest.warns(CacheWarning, match="unusable partial"):
+            got = fresh.gram(X, kernel=K, kind="both")
         assert fresh.stats["tiles_resumed"] == 0
     assert same(got, ref(X)) and store._final(key).exists()
 
@@ -341,23 +386,12 @@ def test_partial_started_in_memory_resumes_out_of_core(store, monkeypatch, lengt
     monkeypatch.undo()
     header, _ = S._parse_journal(store._journal(store.key(X, kernel=K)))
     assert header["order"] == (None if lengths == "equal" else "length")
+    assert header["sink"] == "file"
     small = GramStore(store.path, memory_budget=100)
     G = small.gram(X, kernel=K)
     assert isinstance(G, GramArray) and np.array_equal(G[:], ref(X)[0])
-    # a ragged set was computed in memory in order of decreasing length; out of core
-    # the tiles must index the series as given, so that partial entry starts again
-    assert small.stats["tiles_resumed"] == (3 if lengths == "equal" else 0)
+    assert small.stats["tiles_resumed"] == 3
     G.close()
-    # ... but an out-of-core call whose matrix fits in memory resumes it in memory
-    store.remove(store.key(X, kernel=K))
-    interrupt_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        store.gram(X, kernel=K, tile_size=3)
-    monkeypatch.undo()
-    fresh = GramStore(store.path)
-    with fresh.gram(X, kernel=K, out_of_core=True) as G:
-        assert isinstance(G, GramArray) and np.array_equal(G[:], ref(X)[0])
-    assert fresh.stats["tiles_resumed"] == 3
 
 
 def test_partial_started_out_of_core_resumes_in_memory(store, monkeypatch):
