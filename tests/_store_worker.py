@@ -4,8 +4,10 @@ Modes (each prints one JSON line of results on stdout):
 
 ``crash DIR --kills K --seed S``
     Imports everything once, then K times forks a child that computes a small Gram
-    through ``GramStore(DIR)`` (random ``n_jobs``, ``tile_size`` and in-memory or
-    out-of-core, i.e. both partial-entry layouts) and SIGKILLs it at
+    through ``GramStore(DIR)`` (random ``n_jobs``, ``tile_size`` and mode: in memory,
+    out of core within the memory budget -- both with tiles copied into the entry's
+    file -- or out of core beyond a tiny budget -- tiles in the log; so both partial-
+    entry layouts, and resumes across them) and SIGKILLs it at
     a uniformly random moment of its run. After every kill the store is inspected: a
     complete entry is read back and compared bit for bit with a reference computed
     without the store (a mismatch that is served counts as ``corrupt_served``; a
@@ -61,14 +63,15 @@ def crash(args) -> dict:
     store = GramStore(args.dir)
     key = store.key(X, kernel=kernel)
 
-    def child(tile_size, n_jobs, out_of_core=False):
+    def child(tile_size, n_jobs, mode=0):
+        """mode 0: in memory; 1: out_of_core=True; 2: memory_budget too small."""
         pid = os.fork()
         if pid == 0:  # child: compute, then leave without any cleanup
             code = 0
             try:
-                st = GramStore(args.dir)
+                st = GramStore(args.dir, memory_budget=100 if mode == 2 else None)
                 st.gram(X, kernel=kernel, kind="both", n_jobs=n_jobs,
-                        tile_size=tile_size, out_of_core=out_of_core)
+                        tile_size=tile_size, out_of_core=mode == 1 or None)
                 st.wait()               # the entry is completed in the background
             except BaseException:
                 import traceback
@@ -115,7 +118,7 @@ def crash(args) -> dict:
         # a few kills at random moments, then one run that may finish (a resume)
         for _ in range(int(rng.integers(1, 5))):
             tile_size = [None, 3, 5, 8][int(rng.integers(4))]
-            pid = child(tile_size, int(rng.integers(1, 3)), bool(rng.random() < 0.5))
+            pid = child(tile_size, int(rng.integers(1, 3)), int(rng.integers(3)))
             time.sleep(float(rng.uniform(0, duration)))
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -128,7 +131,7 @@ def crash(args) -> dict:
             out["complete_after_kill"] += check(False)
         resume = os.path.exists(store._journal(key))
         out["resumed_runs"] += resume
-        _, status = os.waitpid(child(None, 2, bool(rng.random() < 0.5)), 0)
+        _, status = os.waitpid(child(None, 2, int(rng.integers(3))), 0)
         assert os.WEXITSTATUS(status) == 0
         check(resume)
     return out
