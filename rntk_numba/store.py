@@ -859,6 +859,28 @@ def _pread_into(fd: int, out: np.ndarray, off: int) -> np.ndarray:
     return out
 
 
+def _preallocate(fd: int, off: int, nbytes: int) -> None:
+    """Reserve disk blocks for ``nbytes`` at ``off`` (OSError ENOSPC when the disk is
+    full), so that writes through a memory map of them cannot fail later. Where the
+    file system (or the OS: macOS) has no ``posix_fallocate``, zeros are written."""
+    if nbytes <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, off, nbytes)
+        return
+    except AttributeError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
+            raise
+    zeros = memoryview(bytes(min(nbytes, 8 << 20)))
+    done = 0
+    while done < nbytes:
+        n = min(len(zeros), nbytes - done)
+        _pwrite_all(fd, zeros[:n], off + done)
+        done += n
+
+
 def _contiguous_dataset(h5py, f, name: str, shape) -> int:
     """Create a contiguous float64 dataset, allocated now (sparse, never filled), and
     return its file offset."""
@@ -1000,8 +1022,7 @@ class _Partial:
             try:
                 nbytes = 8 * shape[0] * shape[1]
                 for off in offsets.values():
-                    if nbytes:
-                        os.posix_fallocate(fd, off, nbytes)
+                    _preallocate(fd, off, nbytes)
             finally:
                 os.close(fd)
         except BaseException:

@@ -683,6 +683,22 @@ def test_disk_full_mid_computation(store, monkeypatch):
     assert fresh.stats["tiles_resumed"] == 5 and store._final(key).exists()
 
 
+def test_disk_full_when_the_entry_file_is_allocated(store, monkeypatch):
+    X = series(20)
+
+    def full(fd, off, n):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.warns(CacheWarning, match="No space left"):
+        got = store.gram(X, kernel=K)
+    assert np.array_equal(got, ref(X)[0])
+    assert [p.name for p in store.path.iterdir() if not p.name.endswith(".lock")] == []
+    # without posix_fallocate (macOS) the blocks are reserved by writing zeros
+    monkeypatch.delattr(os, "posix_fallocate")
+    assert np.array_equal(store.gram(X, kernel=K), ref(X)[0])
+    assert np.array_equal(GramStore(store.path).gram(X, kernel=K), ref(X)[0])
+
+
 def test_disk_full_out_of_core(store, monkeypatch):
     X = series(20)
     expect = ref(X)
