@@ -114,6 +114,10 @@ def _from_valid_list(series: list, m: int) -> PackedSequences:
 def _pack_array(arr: np.ndarray, name: str) -> PackedSequences:
     """Vectorised ``pack`` of an (N, T, m) float64 array (same rules and messages)."""
     N, T, m = arr.shape
+    if T and np.isfinite(arr).all():          # the common case: no padding, no damage
+        offsets = np.arange(0, N * T + 1, T, dtype=np.int64)
+        values = arr.reshape(N * T, m).copy()     # never a view of the caller's array
+        return PackedSequences(values, offsets, np.full(N, T, dtype=np.int64))
     nan_rows = np.isnan(arr).all(axis=2)                       # (N, T)
     # length = 1 + index of the last row that is not all-NaN (0 if none)
     not_pad = ~nan_rows

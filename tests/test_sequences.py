@@ -140,3 +140,14 @@ def test_junk_never_crashes(items):
     X = [np.ones(3)] + items
     with pytest.raises((ValueError, TypeError)):
         gram(X, kernel=K)
+
+
+def test_pack_of_an_array_owns_its_values():
+    rng = np.random.default_rng(0)
+    for make in (lambda a: a, lambda a: a[:, :, None], np.asfortranarray):
+        arr = make(rng.standard_normal((6, 5)))
+        P = pack(arr)
+        before = P.values.copy()
+        assert not np.shares_memory(P.values, arr)
+        arr[...] = 7.0                   # the caller reuses its buffer
+        np.testing.assert_array_equal(P.values, before)
