@@ -57,3 +57,48 @@ def digest(state: np.ndarray, n_words: int) -> int:
 def checksum(data: np.ndarray) -> int:
     """The checksum of one float64 array."""
     return digest(update(new_state(), data), int(np.size(data)))
+
+
+# -- per-series fingerprints ----------------------------------------------------------
+# 128 bits per series (two independent 64-bit lanes of xxHash64-style rounds), used to
+# find the rows of a cached set that a later request's series are (subset look-ups).
+# Not cryptographic: it tells accidental differences apart, as the checksums do.
+
+_P1 = np.uint64(0x9E3779B185EBCA87)
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_P3 = np.uint64(0x165667B19E3779F9)
+_P4 = np.uint64(0x85EBCA77C2B2AE63)
+_S31 = np.uint64(31)
+_S33 = np.uint64(33)
+_S29 = np.uint64(29)
+_S32 = np.uint64(32)
+
+
+@jit
+def _series_hashes(words, starts, ends, m, out):
+    for i in range(out.shape[0]):
+        n = np.uint64(ends[i] - starts[i])
+        h1 = _P3 ^ np.uint64(m)
+        h2 = _P4 ^ n
+        for j in range(starts[i], ends[i]):
+            w = words[j]
+            h1 = h1 + w * _P2
+            h1 = ((h1 << _S31) | (h1 >> _S33)) * _P1
+            h2 = h2 + (w ^ _P3) * _P1
+            h2 = ((h2 << _S29) | (h2 >> (np.uint64(64) - _S29))) * _P2
+        for k in range(2):
+            z = (h1 if k == 0 else h2 ^ h1) ^ n
+            z = (z ^ (z >> _S33)) * _P2
+            z = (z ^ (z >> _S29)) * _P3
+            out[i, k] = z ^ (z >> _S32)
+
+
+def series_hashes(values: np.ndarray, offsets: np.ndarray, m: int) -> np.ndarray:
+    """(N, 2) uint64: a 128-bit hash of each series (its float64 bytes, its length in
+    time steps and the channel count ``m``) of a packed set (``values`` (total, m)
+    float64, ``offsets`` (N + 1,) in time steps)."""
+    words = np.ascontiguousarray(values, dtype="<f8").reshape(-1).view(np.uint64)
+    off = np.asarray(offsets, dtype=np.int64) * int(m)
+    out = np.empty((off.size - 1, 2), dtype=np.uint64)
+    _series_hashes(words, off[:-1], off[1:], int(m), out)
+    return out
