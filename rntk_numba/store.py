@@ -240,21 +240,27 @@ def _band_rows(n_cols: int) -> int:
 
 def _band_crcs(a: np.ndarray, band_rows: int) -> np.ndarray:
     """Checksum (``rntk_numba._checksum``, 64-bit) of each row band of a C-contiguous
-    2-D array."""
-    return np.array([_checksum.checksum(a[s:s + band_rows])
-                     for s in range(0, a.shape[0], band_rows)], dtype=np.uint64)
+    2-D array (two threads for large arrays: the jitted sum releases the GIL)."""
+    starts = list(range(0, a.shape[0], band_rows))
+
+    def some(part):
+        return [_checksum.checksum(a[s:s + band_rows]) for s in part]
+    if a.nbytes < (32 << 20) or len(starts) < 2:
+        sums = some(starts)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        half = len(starts) // 2
+        with ThreadPoolExecutor(2) as ex:
+            first = ex.submit(some, starts[:half])
+            sums = first.result() + some(starts[half:])
+    return np.array(sums, dtype=np.uint64)
 
 
 def series_fingerprints(P: PackedSequences) -> np.ndarray:
-    """(N, 16) uint8: a 128-bit hash per series (channels, length, float64 bytes)."""
-    out = np.empty((P.n, 16), dtype=np.uint8)
-    m = np.int64(P.m).tobytes()
-    for i in range(P.n):
-        s = np.ascontiguousarray(P.series(i), dtype="<f8")
-        h = hashlib.blake2b(m + np.int64(s.shape[0]).tobytes(), digest_size=16)
-        h.update(s)
-        out[i] = np.frombuffer(h.digest(), dtype=np.uint8)
-    return out
+    """(N, 16) uint8: a 128-bit hash per series (channels, length, float64 bytes; see
+    ``_checksum.series_hashes``: jitted, ~1 ms for 5,000 series of length 100)."""
+    h = _checksum.series_hashes(P.values, P.offsets, P.m)
+    return np.ascontiguousarray(h.astype("<u8")).view(np.uint8).reshape(P.n, 16)
 
 
 def _fsync_path(path, directory=False) -> None:
@@ -1312,13 +1318,15 @@ class GramStore:
         than all the rest of the store.
     background : bool, default False
         Complete in-memory entries in a background thread: ``gram`` returns as soon as
-        the last tile is computed (and journaled), with its own copy of the result,
-        while a (non-daemon) thread writes the HDF5 file, fsyncs and renames it,
-        holding the key's lock. Everything in this process that reads the entry waits
-        for it, as do :meth:`wait`, ``os.fork()`` and the interpreter's exit; a process
-        killed meanwhile leaves a complete journal, and the next call only completes
-        the file. Off by default: deleting the store directory right after ``gram``
-        returns (a ``TemporaryDirectory``, say) would race with the thread.
+        the last tile is computed (and journaled), while a (non-daemon) thread
+        checksums the entry's file, adds its metadata (fsyncs it if ``durable``) and
+        renames it, holding the key's lock. Everything in this process that reads the
+        entry waits for it, as do :meth:`wait`, ``os.fork()`` and the interpreter's
+        exit; a process killed meanwhile leaves a complete journal, and the next call
+        only completes the file. Completing takes a few tens of milliseconds for a
+        200 MB entry (more with ``durable``), so this pays mainly with ``durable=True``.
+        Off by default: deleting the store directory right after ``gram`` returns (a
+        ``TemporaryDirectory``, say) would race with the thread.
 
     Attributes
     ----------
@@ -1881,11 +1889,10 @@ class GramStore:
                 mem = state["mem"]
                 state["part"] = None
                 if (self.background and not handles and mem is not None
-                        and lock is not None):
-                    # the caller gets copies; the thread owns the originals
-                    mine = {k: mem[k].copy() for k in _kinds_of(kind)}
-                    self._finish_later(key, part, meta, datasets, mem, lock)
-                    return select_kind(mine.get("ntk"), mine.get("nngp"), kind)
+                        and lock is not None and part.sink == "file"):
+                    # the caller owns the arrays; the thread checksums the file
+                    self._finish_later(key, part, meta, datasets, None, lock)
+                    return select_kind(mem.get("ntk"), mem.get("nngp"), kind)
                 stored = self._finish(key, part, meta, datasets, mem,
                                       raise_errors=mem is None)
                 if stored and handles:
