@@ -304,17 +304,25 @@ class _RNTKParams:
                              activation=self.activation), kind=self.kind)
 
 
+#: Iteration cap of every SVM fit (libsvm's default is none). On nearly constant
+#: kernels (sub-critical sigma_w, large sigma_b) with a large C, libsvm can run for
+#: ever; with the cap such a fit stops with a ``ConvergenceWarning`` from scikit-learn
+#: instead (well-posed fits on a thousand series take far fewer iterations).
+SVM_MAX_ITER = 1_000_000
+
+
 def _classifier_inner(est):
     from sklearn.svm import SVC
     if not (isinstance(est.C, numbers.Real) and math.isfinite(est.C) and est.C > 0):
         raise ValueError(f"C must be a finite number > 0, got {est.C!r}")
-    return SVC(kernel="precomputed", C=float(est.C), class_weight=est.class_weight)
+    return SVC(kernel="precomputed", C=float(est.C), class_weight=est.class_weight,
+               max_iter=SVM_MAX_ITER)
 
 
 def _inner_for(classification, penalty):
     if classification:
         from sklearn.svm import SVC
-        return SVC(kernel="precomputed", C=penalty)
+        return SVC(kernel="precomputed", C=penalty, max_iter=SVM_MAX_ITER)
     from sklearn.kernel_ridge import KernelRidge
     return KernelRidge(alpha=penalty, kernel="precomputed")
 

@@ -365,6 +365,21 @@ def test_search_ties_keep_the_first_setting_and_is_deterministic(ragged_task):
     assert a.best_params_ == b.best_params_
 
 
+def test_svm_fits_have_an_iteration_cap(ragged_task, monkeypatch):
+    """libsvm has no iteration limit of its own; on nearly constant kernels with a
+    large C it may never stop. Every SVM fit is capped (a ConvergenceWarning then)."""
+    from sklearn.exceptions import ConvergenceWarning
+    import rntk_numba.estimators as E
+    X, y, _, _ = ragged_task
+    clf = RNTKClassifier(C=10.0).fit(X, y)
+    assert clf.estimator_.max_iter == E.SVM_MAX_ITER > 0
+    monkeypatch.setattr(E, "SVM_MAX_ITER", 2)          # far too few: must warn
+    with pytest.warns(ConvergenceWarning):
+        RNTKClassifier(C=1e4, sigma_b=2.0).fit(X, y)
+    with pytest.warns(ConvergenceWarning):
+        RNTKSearchCV({"sigma_b": [2.0]}, C=[1e4], cv=3, n_jobs=1).fit(X, y)
+
+
 def test_search_baselines_and_table(ragged_task):
     X, y, Xt, yt = ragged_task
     kernels = grid("NTK", n_layers=[1, 3]) + grid("POLY", degree=[2, 3])
