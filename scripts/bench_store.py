@@ -6,8 +6,8 @@ Measures
      the hit at least 50x faster);
   2. the overhead of caching on a cold computation (target: under 5 %), as medians
      of alternating runs of ``gram(X)``, ``gram(X, cache=GramStore(empty))`` and the
-     same with ``GramStore(durable=True)`` and ``GramStore(background=True)`` (CPU
-     seconds of the process too);
+     same with ``GramStore(durable=True)`` and ``GramStore(durable=True,
+     background=True)`` (CPU seconds of the process too);
   3. the crash test: SIGKILLs at random moments (kills tried, resumes that matched,
      corrupt reads served -- must be 0) and random byte damage / truncation of a stored
      entry (damage served -- must be 0), through tests/_store_worker.py;
@@ -53,9 +53,19 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def hit_and_overhead(n, T, reps, n_jobs, root):
+def warm_memory(mb: int) -> None:
+    """Touch ``mb`` MB of fresh memory and free it, so that the timed call that follows
+    gets pages the hypervisor has already backed (on a VM that hands freed memory back
+    to the host -- free page reporting -- a page touched for the first time costs
+    several microseconds; see BENCHMARKS.md)."""
+    if mb > 0:
+        a = np.ones(mb << 17)
+        del a
+
+
+def hit_and_overhead(n, T, reps, n_jobs, root, warm_mb=0):
     """Alternating runs: plain gram(X); gram(X, cache=GramStore(<empty>)) (the default,
-    synchronous); the same with GramStore(background=True), timed to the return of
+    synchronous); with durable=True; with durable=True, background=True, timed to the return of
     the call and until the entry is on disk; then repeated hits."""
     X = data(n, T)
     k = RNTK()
@@ -64,15 +74,17 @@ def hit_and_overhead(n, T, reps, n_jobs, root):
             "cached_bg_stored": []}
     cpu = {"plain": [], "cached": [], "cached_durable": [], "cached_bg": []}
     for r in range(reps):
+        warm_memory(warm_mb)
         t0, c0 = time.perf_counter(), cpu_seconds()
         G = gram(X, kernel=k, n_jobs=n_jobs)
         runs["plain"].append(time.perf_counter() - t0)
         cpu["plain"].append(cpu_seconds() - c0)
         for mode, background, durable in (("cached", False, False),
                                           ("cached_durable", False, True),
-                                          ("cached_bg", True, False)):
+                                          ("cached_bg", True, True)):
             d = Path(tempfile.mkdtemp(dir=root))
             store = GramStore(d, background=background, durable=durable)
+            warm_memory(warm_mb)
             t0, c0 = time.perf_counter(), cpu_seconds()
             Gc = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
             runs[mode].append(time.perf_counter() - t0)
@@ -89,6 +101,7 @@ def hit_and_overhead(n, T, reps, n_jobs, root):
     store = GramStore(d)
     hits = []
     for _ in range(max(5, reps)):
+        warm_memory(warm_mb)
         t0 = time.perf_counter()
         Gh = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
         hits.append(time.perf_counter() - t0)
@@ -99,7 +112,8 @@ def hit_and_overhead(n, T, reps, n_jobs, root):
     med = {m: statistics.median(v) for m, v in runs.items()}
     best = {m: min(v) for m, v in runs.items()}
     cmed = {m: statistics.median(v) for m, v in cpu.items()}
-    out = {"n": n, "T": T, "n_jobs": n_jobs, "reps": reps, "runs_s": runs,
+    out = {"n": n, "T": T, "n_jobs": n_jobs, "reps": reps, "warm_memory_mb": warm_mb,
+           "runs_s": runs,
            "cpu_s": cpu, "hit_s": hits, "median_s": med, "best_s": best,
            "median_cpu_s": cmed, "median_hit_s": statistics.median(hits),
            "best_hit_s": min(hits), "entry_bytes": size}
@@ -107,6 +121,9 @@ def hit_and_overhead(n, T, reps, n_jobs, root):
     out["hit_speedup_best"] = best["plain"] / out["best_hit_s"]
     for m in ("cached", "cached_durable", "cached_bg", "cached_bg_stored"):
         out[f"overhead_pct_{m}"] = 100 * (med[m] / med["plain"] - 1)
+        # each cached run against the plain run just before it (less noise)
+        out[f"overhead_paired_pct_{m}"] = 100 * statistics.median(
+            c / p - 1 for c, p in zip(runs[m], runs["plain"]))
         out[f"overhead_best_pct_{m}"] = 100 * (best[m] / best["plain"] - 1)
     for m in ("cached", "cached_durable", "cached_bg"):
         out[f"overhead_cpu_pct_{m}"] = 100 * (cmed[m] / cmed["plain"] - 1)
@@ -220,6 +237,9 @@ def main(argv=None):
     p.add_argument("--fuzz-rounds", type=int, default=300)
     p.add_argument("--tmp", default=None, help="where stores are created (default: --out)")
     p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--warm-memory", type=int, default=0, metavar="MB",
+                   help="touch and free MB of memory before every timed call (isolates "
+                        "the cost of memory the hypervisor has not backed yet)")
     p.add_argument("--oocore", action="store_true", help="also run the out-of-core case")
     p.add_argument("--oocore-n", type=int, default=40000)
     p.add_argument("--oocore-T", type=int, default=10)
@@ -243,19 +263,23 @@ def main(argv=None):
         res["page_cache"] = page_cache_probe(root)
         print("page cache: " + ", ".join(f"{k} {v:.0f}" for k, v in res["page_cache"].items()),
               flush=True)
-        res["timing"] = hit_and_overhead(args.n, args.T, args.reps, args.n_jobs, root)
+        res["timing"] = hit_and_overhead(args.n, args.T, args.reps, args.n_jobs, root,
+                                         args.warm_memory)
         t = res["timing"]
         print(f"N={t['n']} T={t['T']} n_jobs={t['n_jobs']}, medians of {t['reps']} "
               f"(best in brackets): compute {t['median_s']['plain']:.3f} s "
               f"[{t['best_s']['plain']:.3f}]", flush=True)
         for m, label in (("cached", "cold, cached (default)"),
                          ("cached_durable", "cold, cached, durable=True (fsync)"),
-                         ("cached_bg", "cold, cached, background=True, call returns"),
-                         ("cached_bg_stored", "cold, cached, background=True, on disk")):
+                         ("cached_bg", "cold, cached, durable + background=True, call "
+                                       "returns"),
+                         ("cached_bg_stored", "cold, cached, durable + background=True, "
+                                              "on disk")):
             cpu_note = (f", CPU {t[f'overhead_cpu_pct_{m}']:+.1f} %"
                         if f"overhead_cpu_pct_{m}" in t else "")
             print(f"  {label}: {t['median_s'][m]:.3f} s ({t[f'overhead_pct_{m}']:+.1f} %"
-                  f"{cpu_note}) [{t[f'overhead_best_pct_{m}']:+.1f} %]", flush=True)
+                  f"{cpu_note}; paired {t[f'overhead_paired_pct_{m}']:+.1f} %) "
+                  f"[{t[f'overhead_best_pct_{m}']:+.1f} %]", flush=True)
         print(f"  hit: {t['median_hit_s'] * 1e3:.1f} ms, {t['hit_speedup']:.0f}x faster "
               f"[{t['best_hit_s'] * 1e3:.1f} ms, {t['hit_speedup_best']:.0f}x]", flush=True)
     res["crash"] = worker("crash", root, "--kills", args.kills, "--seed", 11)
