@@ -1698,10 +1698,11 @@ class GramStore:
         """Compute (or resume) the entry ``key`` under its lock; see _Partial.
 
         The entry stores the kernel(s) ``kind`` asks for, plus ``keep`` (those of an
-        entry it replaces). In memory, a ragged set is computed in order of decreasing
-        length, as in :func:`rntk_numba.gram.compute_dense` (the journal records the
-        order; out of core the tiles index the series as given, as the assembly of the
-        file needs).
+        entry it replaces). When the kernels fit in ``memory_budget`` (tiles go
+        straight into the entry's file), a ragged set is computed in order of
+        decreasing length, as in :func:`rntk_numba.gram.compute_dense`, and the journal
+        records the order; in the tile log of a larger Gram the tiles index the series
+        as given, as the band-by-band assembly of the file needs.
         """
         from .gram import _by_length, select_kind
         t_start = time.time()

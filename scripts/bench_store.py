@@ -100,7 +100,7 @@ def hit_and_overhead(n, T, reps, n_jobs, root, warm_mb=0):
     d = keep
     store = GramStore(d)
     hits = []
-    for _ in range(max(5, reps)):
+    for _ in range(max(15, reps)):
         warm_memory(warm_mb)
         t0 = time.perf_counter()
         Gh = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
@@ -280,6 +280,8 @@ def main(argv=None):
             print(f"  {label}: {t['median_s'][m]:.3f} s ({t[f'overhead_pct_{m}']:+.1f} %"
                   f"{cpu_note}; paired {t[f'overhead_paired_pct_{m}']:+.1f} %) "
                   f"[{t[f'overhead_best_pct_{m}']:+.1f} %]", flush=True)
+        hs = sorted(1e3 * h for h in t["hit_s"])
+        print(f"  hits ({len(hs)}), ms: " + " ".join(f"{h:.0f}" for h in hs), flush=True)
         print(f"  hit: {t['median_hit_s'] * 1e3:.1f} ms, {t['hit_speedup']:.0f}x faster "
               f"[{t['best_hit_s'] * 1e3:.1f} ms, {t['hit_speedup_best']:.0f}x]", flush=True)
     res["crash"] = worker("crash", root, "--kills", args.kills, "--seed", 11)
