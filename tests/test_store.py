@@ -881,3 +881,14 @@ def test_gram_subset_refuses_repeated_indices(tmp_path):
         store.gram_subset(X, [0, 0, 1], kernel=k)
     with pytest.raises(ValueError, match="repeated"):
         store.gram_subset(X, [0, 1], [2, 2], kernel=k)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_tiny_sets_round_trip(store, n):
+    X = series(n)
+    Y = series(1, seed=9)
+    for args in ((X,), (X, Y), (Y, X)):
+        expect = ref(*args)
+        assert same(store.gram(*args, kernel=K, kind="both"), expect)
+        assert same(GramStore(store.path).gram(*args, kernel=K, kind="both"), expect)
+    assert store.stats["misses"] == 3
