@@ -452,16 +452,13 @@ class GramArray:
             """pread each band straight into ``out`` and checksum it while it is in
             cache (both release the GIL: two threads read two halves)."""
             bad = []
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                for b in bands:
-                    r0, r1 = b * self._band, min(self.shape[0], (b + 1) * self._band)
-                    block = out[r0:r1]
-                    _pread_into(fd, block, off + 8 * r0 * n_cols)
-                    if _checksum.checksum(block) != int(self._crc[b]):
-                        bad.append(b)
-            finally:
-                os.close(fd)
+            fd = self._entry._fd            # the file HDF5 opened (pread: thread-safe)
+            for b in bands:
+                r0, r1 = b * self._band, min(self.shape[0], (b + 1) * self._band)
+                block = out[r0:r1]
+                _pread_into(fd, block, off + 8 * r0 * n_cols)
+                if _checksum.checksum(block) != int(self._crc[b]):
+                    bad.append(b)
             return bad
 
         bands = np.arange(self._crc.size)
@@ -567,12 +564,17 @@ class GramEntry:
         self.path = Path(path)
         self._on_corrupt = on_corrupt
         self._file = None
-        st = os.stat(self.path)             # FileNotFoundError: no entry
-        self._ino = (st.st_dev, st.st_ino)
-        self.bytes = st.st_size
+        self._fd = None
+        os.stat(self.path)                  # FileNotFoundError: no entry
         try:
             self._file = _h5py().File(self.path, "r", locking=False)
             f = self._file
+            # every raw read goes through this descriptor of the very file HDF5 opened
+            # (a path reopened later could name a newer entry that replaced it)
+            self._fd = os.dup(f.id.get_vfd_handle())
+            st = os.fstat(self._fd)
+            self._ino = (st.st_dev, st.st_ino)
+            self.bytes = st.st_size
             a = f.attrs
             if int(a["format"]) != STORE_FORMAT:
                 raise ValueError(f"store format {int(a['format'])}, "
@@ -658,6 +660,9 @@ class GramEntry:
             self.array(kind).verify()
 
     def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._file is not None:
             try:
                 self._file.close()
@@ -853,6 +858,17 @@ def _pwrite_all(fd: int, buf: memoryview, off: int) -> None:
         buf, off = buf[n:], off + n
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until everything is written (a journal line is never torn by a short
+    write; an error raises)."""
+    view = memoryview(data)
+    while len(view):
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - os.write raises ENOSPC itself
+            raise OSError(errno.ENOSPC, "short write")
+        view = view[n:]
+
+
 def _pread_into(fd: int, out: np.ndarray, off: int) -> np.ndarray:
     """Fill the C-contiguous ``out`` from file offset ``off`` (OSError if short)."""
     mv = memoryview(out).cast("B")
@@ -977,7 +993,8 @@ class _Partial:
 
     @staticmethod
     def files(store, key):
-        return (store._journal(key), store._tiles(key), store._partial(key))
+        return (store._journal(key), store._tiles(key), store._partial(key),
+                store._rebuild(key))
 
     @classmethod
     def discard(cls, store, key):
@@ -1033,6 +1050,9 @@ class _Partial:
                     _preallocate(fd, off, nbytes)
             finally:
                 os.close(fd)
+        except (RuntimeError, ValueError) as exc:     # h5py's face of a failed write
+            _unlink(path)
+            raise OSError(errno.EIO, f"cannot create {path}: {exc}") from exc
         except BaseException:
             _unlink(path)
             raise
@@ -1104,7 +1124,7 @@ class _Partial:
                 self._end += blk.nbytes
                 sums.append(_checksum.checksum(blk))
         record["c"] = sums
-        os.write(self._jfd, _journal_line(record))
+        _write_all(self._jfd, _journal_line(record))
         self.done[tile.index] = record
 
     def read_tile(self, tile: Tile):
@@ -1192,33 +1212,38 @@ class _Partial:
         return {k: np.array(v, dtype=np.uint64) for k, v in crcs.items()}
 
     def finalize(self, meta: dict, datasets: dict, arrays=None) -> Path:
-        """Complete ``<key>.partial.h5``: checksum the kernels (from ``arrays``, the
-        matrices held in memory, else from the file or the log), add the small datasets
-        and the metadata, mark it complete, rename it to ``<key>.h5`` (fsync-ed first
-        if the store is ``durable``); then remove the journal and the log."""
+        """Complete the entry: checksum the kernels (from ``arrays``, the matrices held
+        in memory, else from the file or the log), add the small datasets and the
+        metadata, mark it complete, rename it to ``<key>.h5`` (fsync-ed first if the
+        store is ``durable``); then remove the journal, the log and the partial file.
+
+        In the file sink the partial file is completed in place -- unless a completion
+        killed inside HDF5 left its structure damaged: then a new file is built beside
+        it (``<key>.rebuild.partial.h5``) from the verified data, and the partial file
+        stays until the new one is renamed. If completing fails, the journal and the
+        partial file are kept (a later call resumes with every tile and completes it);
+        in the log sink, the file being assembled is removed."""
         band = int(meta["band_rows"])
         datasets = dict(datasets)
         meta = dict(meta, aux_crc={}, kinds=list(self.kinds))
-        path, final = self.store._partial(self.key), self.store._final(self.key)
+        partial, final = self.store._partial(self.key), self.store._final(self.key)
+        rebuild = self.store._rebuild(self.key)
         h5py = _h5py()
+        target = partial
         try:
             if self.sink == "file":
-                for kind in self.kinds:
-                    src = arrays[kind] if arrays is not None else self._views[kind]
-                    datasets["crc_" + kind] = _band_crcs(src, band)
-                if not self._file_intact(path):
-                    # a completion killed inside HDF5: rebuild the file from the data
+                datasets.update(self._file_crcs(arrays, band))
+                if self._file_intact(partial):
+                    self._release_map()
+                    f = h5py.File(partial, "r+", libver=_LIBVER, locking=False)
+                else:
                     if arrays is None:
                         arrays = {k: np.array(self._views[k]) for k in self.kinds}
                     self._release_map()
-                    _unlink(path)
-                    self.sink = "rebuilt"
-                else:
-                    self._release_map()
-                    f = h5py.File(path, "r+", locking=False)
-            if self.sink != "file":
-                _unlink(path)
-                f = h5py.File(path, "x", libver=_LIBVER, locking=False)
+                    target = rebuild
+            if target != partial or self.sink == "log":
+                _unlink(target)
+                f = h5py.File(target, "x", libver=_LIBVER, locking=False)
                 f.attrs["format"] = STORE_FORMAT
                 f.attrs["key"] = _fixed(self.key)
                 f.attrs["complete"] = False
@@ -1226,7 +1251,7 @@ class _Partial:
                     offsets = {k: _contiguous_dataset(h5py, f, k, self.shape)
                                for k in self.kinds}
                     f.flush()
-                    fd = os.open(path, os.O_RDWR)
+                    fd = os.open(target, os.O_RDWR)
                     try:             # one large write per kernel, no HDF5 buffering
                         for kind in self.kinds:
                             a = np.ascontiguousarray(arrays[kind])
@@ -1247,21 +1272,27 @@ class _Partial:
                 f.attrs["complete"] = True
             self.close()
             if self.store.durable:
-                _fsync_path(path)
-            os.replace(path, final)
+                _fsync_path(target)
+            os.replace(target, final)
         except BaseException:
             self.close()
-            if self.sink != "log":
-                # the partial file may be half-edited: start this entry again next time
-                self.discard(self.store, self.key)
-            else:
-                _unlink(path)
+            if target != partial or self.sink == "log":
+                _unlink(target)
             raise
         if self.store.durable:
             _fsync_path(self.store.path, directory=True)
         _unlink(self.store._journal(self.key))
         _unlink(self.store._tiles(self.key))
+        _unlink(partial)
+        _unlink(rebuild)                    # left by a rebuild that was killed
         return final
+
+    def _file_crcs(self, arrays, band: int) -> dict:
+        """Band checksums of the kernels, from the arrays in memory or the mapped file
+        (a function of its own, so that no view of the mapping outlives it)."""
+        return {"crc_" + k: _band_crcs(arrays[k] if arrays is not None
+                                       else self._views[k], band)
+                for k in self.kinds}
 
     def _file_intact(self, path) -> bool:
         """Whether the partial file's HDF5 structure is as created (a completion
@@ -1382,6 +1413,9 @@ class GramStore:
     def _partial(self, key) -> Path:
         return self.path / f"{key}.partial.h5"
 
+    def _rebuild(self, key) -> Path:
+        return self.path / f"{key}.rebuild.partial.h5"
+
     def _journal(self, key) -> Path:
         return self.path / f"{key}.journal"
 
@@ -1492,10 +1526,16 @@ class GramStore:
         if ooc:
             kinds = _KINDS if kind == "both" else (kind,)
             arrays = []
-            for i, k in enumerate(kinds):
-                e = (entry if i == 0 else
-                     GramEntry(entry.path, key, on_corrupt=self._discard))
-                arrays.append(GramArray(e, k, owns_entry=True))
+            try:
+                for i, k in enumerate(kinds):
+                    e = (entry if i == 0 else
+                         GramEntry(entry.path, key, on_corrupt=self._discard))
+                    arrays.append(GramArray(e, k, owns_entry=True))
+            except (OSError, KeyError):     # replaced or removed meanwhile
+                entry.close()
+                for a in arrays:
+                    a.close()
+                return None
             result = tuple(arrays) if kind == "both" else arrays[0]
         else:
             try:
@@ -1697,10 +1737,25 @@ class GramStore:
 
     def _compute(self, key, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc,
                  lock=None, keep=()):
+        """Compute (or resume) the entry ``key`` under its lock (see _compute_entry);
+        a partial entry opened here is closed (its files kept) if anything fails or is
+        interrupted, wherever that happens."""
+        opened = []
+        try:
+            return self._compute_entry(key, PX, PY, kernel, kind, n_jobs, progress,
+                                       tile_size, ooc, lock, keep, opened)
+        except BaseException:
+            for part in opened:
+                part.close()
+            raise
+
+    def _compute_entry(self, key, PX, PY, kernel, kind, n_jobs, progress, tile_size,
+                       ooc, lock, keep, opened):
         """Compute (or resume) the entry ``key`` under its lock; see _Partial.
 
         The entry stores the kernel(s) ``kind`` asks for, plus ``keep`` (those of an
-        entry it replaces). When the kernels fit in ``memory_budget`` (tiles go
+        entry it replaces, unless computing in memory they would not fit in
+        ``memory_budget`` beside them). When the kernels fit in ``memory_budget`` (tiles go
         straight into the entry's file), a ragged set is computed in order of
         decreasing length, as in :func:`rntk_numba.gram.compute_dense`, and the journal
         records the order; in the tile log of a larger Gram the tiles index the series
@@ -1714,6 +1769,11 @@ class GramStore:
         symmetric = PY is None
         workers = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
         fits = len(kinds) * 8 * shape[0] * shape[1] <= self.memory_budget
+        if not fits and not ooc and len(kinds) > len(_kinds_of(kind)):
+            # the replaced entry's other kernel would not fit in memory beside the one
+            # asked for: the new entry holds only the latter
+            kinds = _kinds_of(kind)
+            fits = len(kinds) * 8 * shape[0] * shape[1] <= self.memory_budget
         handles = ooc                     # return GramArray handles at the end
 
         def ragged(P):
@@ -1731,6 +1791,7 @@ class GramStore:
         except OSError as exc:
             part, why = None, exc
         if part is not None:
+            opened.append(part)
             kinds, order, sink = part.kinds, part.order, part.sink
         SX, SY, px, py = PX, PY, None, None
         if order is not None:
@@ -1754,6 +1815,7 @@ class GramStore:
                 if part is None:
                     part = _Partial.create(self, key, shape, symmetric, plan, kinds,
                                            order, sink)
+                    opened.append(part)
             except OSError as exc:
                 if part is not None:
                     part.close()
@@ -1946,9 +2008,9 @@ class GramStore:
 
         thread = threading.Thread(target=job, name=f"rntk-store-{key[:8]}")
         lock.transferred = True
-        with _PENDING_LOCK:
-            _PENDING[ident] = thread
-        thread.start()
+        with _PENDING_LOCK:         # registered and started at once: nobody can see
+            _PENDING[ident] = thread    # (and join) a thread that has not started
+            thread.start()
 
     def _sidecars(self) -> list[dict]:
         """The metadata side files of the store (parsed once per file version)."""
@@ -2134,14 +2196,14 @@ class GramStore:
             freed += final.stat().st_size
             _unlink(final)
         _unlink(self._sidecar(key))
-        for tmp in self.path.glob(f"{key}.*.tmp*"):      # left by a killed process
-            _unlink(tmp)
         lock = _KeyLock(self._lockfile(key), timeout=0)
         try:
             lock.acquire()
         except (TimeoutError, OSError):
             return freed
         try:
+            for tmp in self.path.glob(f"{key}.*.tmp*"):  # left by a killed process
+                _unlink(tmp)
             for p in _Partial.files(self, key):
                 if p.exists():
                     freed += p.stat().st_size

@@ -892,3 +892,144 @@ def test_tiny_sets_round_trip(store, n):
         assert same(store.gram(*args, kernel=K, kind="both"), expect)
         assert same(GramStore(store.path).gram(*args, kernel=K, kind="both"), expect)
     assert store.stats["misses"] == 3
+
+
+# -- regressions found by review -------------------------------------------------------------
+
+def test_hdf5_failure_creating_the_entry_file_warns_and_returns(store, monkeypatch):
+    X = series(10)
+
+    def fail(*a, **k):
+        raise RuntimeError("unable to extend file properly (errno = 27)")
+    monkeypatch.setattr(S, "_contiguous_dataset", fail)
+    with pytest.warns(CacheWarning, match="cannot create"):
+        got = store.gram(X, kernel=K)
+    assert np.array_equal(got, ref(X)[0])
+    assert [p.name for p in store.path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+@pytest.mark.parametrize("ooc", [False, True])
+def test_a_failed_completion_keeps_every_tile(store, monkeypatch, ooc):
+    X = series(16)
+
+    def fail(self, *a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(S._Partial, "_file_crcs", fail)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, kernel=K, tile_size=4, out_of_core=ooc)
+    monkeypatch.undo()
+    key = store.key(X, kernel=K)
+    assert store._journal(key).exists() and store._partial(key).exists()
+    fresh = GramStore(store.path)
+    got = fresh.gram(X, kernel=K, tile_size=4)
+    assert np.array_equal(got, ref(X)[0]) and fresh.stats["tiles_computed"] == 0
+    assert sorted(p.name for p in store.path.iterdir()) == [f"{key}.{x}" for x in
+                                                            ("h5", "json", "lock")]
+
+
+def test_a_killed_rebuild_keeps_the_partial_file(store, monkeypatch):
+    X = series(16)
+    orig = S._Partial.finalize
+
+    def damaged(self, *a, **k):        # a completion killed inside HDF5, then resumed...
+        self._release_map()
+        with h5py.File(self.store._partial(self.key), "r+", locking=False) as f:
+            f.create_dataset("crc_ntk", data=np.zeros(3))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(S._Partial, "finalize", damaged)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, kernel=K, tile_size=4)
+    monkeypatch.setattr(S._Partial, "finalize", orig)
+
+    def dies(*a, **k):                 # ... and killed again while rebuilding it
+        raise KeyboardInterrupt
+    monkeypatch.setattr(S, "_pwrite_all", dies)
+    with pytest.raises(KeyboardInterrupt):
+        GramStore(store.path).gram(X, kernel=K)
+    monkeypatch.undo()
+    fresh = GramStore(store.path)
+    assert np.array_equal(fresh.gram(X, kernel=K), ref(X)[0])
+    assert fresh.stats["tiles_computed"] == 0 and fresh.stats["tiles_resumed"] > 0
+    key = store.key(X, kernel=K)
+    assert sorted(p.name for p in store.path.iterdir()) == [f"{key}.{x}" for x in
+                                                            ("h5", "json", "lock")]
+
+
+def test_an_open_handle_reads_its_own_file_after_the_entry_is_replaced(store):
+    X = series(20)
+    H = store.gram(X, kernel=K, kind="nngp", out_of_core=True)   # nngp-only entry
+    GramStore(store.path).gram(X, kernel=K, kind="ntk")         # replaced: both kinds
+    assert np.array_equal(H.read(), ref(X)[1])                  # no false corruption
+    H.close()
+    assert store.stats["corrupt"] == 0
+    with store.lookup(X, kernel=K) as e:
+        assert e.kinds == ("ntk", "nngp")
+
+
+def _store_fds(path):
+    out = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out += os.readlink(f"/proc/self/fd/{fd}").startswith(str(path))
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_an_interrupted_resume_leaks_no_descriptor(store, monkeypatch):
+    X = series(16)
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        store.gram(X, kernel=K, tile_size=4)
+    monkeypatch.undo()
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(S, "prepare", stop)         # interrupted right after resume
+    for _ in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            GramStore(store.path).gram(X, kernel=K)
+    assert _store_fds(store.path) == 0
+
+
+def test_a_kept_kernel_that_would_exceed_the_memory_budget_is_dropped(store):
+    X = series(20)
+    store.gram(X, kernel=K, kind="ntk")
+    small = GramStore(store.path, memory_budget=20 * 20 * 8)        # one kernel only
+    got = small.gram(X, kernel=K, kind="nngp", out_of_core=False)
+    assert type(got) is np.ndarray and np.array_equal(got, ref(X)[1])
+    with small.lookup(X, kernel=K) as e:
+        assert e.kinds == ("nngp",)
+
+
+def test_waiting_for_a_background_completion_that_has_not_started(tmp_path, monkeypatch):
+    import threading
+    X = series(12)
+    GramStore(tmp_path / "warm").gram(X, kernel=K)
+
+    class SlowStart(threading.Thread):
+        def start(self):
+            time.sleep(0.3)
+            super().start()
+
+    class Shim:                                     # the store module's `threading`
+        Thread = SlowStart
+        Lock = threading.Lock
+        current_thread = staticmethod(threading.current_thread)
+    monkeypatch.setattr(S, "threading", Shim)
+    store = GramStore(tmp_path / "bg", background=True)
+    errors = []
+
+    def other():
+        time.sleep(0.15)                            # while start() is delayed
+        try:
+            store.wait()
+        except RuntimeError as exc:                 # pragma: no cover - the bug
+            errors.append(exc)
+    t = threading.Thread(target=other)
+    t.start()
+    store.gram(X, kernel=K)
+    t.join()
+    store.wait()
+    assert errors == [] and store._final(store.key(X, kernel=K)).exists()
