@@ -1033,3 +1033,21 @@ def test_waiting_for_a_background_completion_that_has_not_started(tmp_path, monk
     t.join()
     store.wait()
     assert errors == [] and store._final(store.key(X, kernel=K)).exists()
+
+
+def test_populating_the_mapped_file_is_best_effort(store, monkeypatch):
+    """The sequential pre-fault of the entry file (madvise MADV_POPULATE_WRITE) only
+    speeds things up: a kernel that refuses it changes nothing."""
+    calls = []
+    orig = S._populate
+
+    def spy(mm, off, nbytes):
+        calls.append(nbytes)
+        return orig(mm, off, nbytes)
+    monkeypatch.setattr(S, "_populate", spy)
+    monkeypatch.setattr(S, "_MADV_POPULATE_WRITE", 987654)        # EINVAL
+    X = series(400, lo=2, hi=4)                                     # 1.28 MB per kernel
+    got = store.gram(X, kernel=K, kind="both", n_jobs=1)
+    assert same(got, ref(X)) and calls == [400 * 400 * 8] * 2
+    monkeypatch.setattr(S, "_MADV_POPULATE_WRITE", None)           # not Linux
+    assert same(GramStore(store.path / "b").gram(X, kernel=K, kind="both"), ref(X))
