@@ -5,7 +5,7 @@ Measures
   1. a cache hit against computing (N=5000 series of length T=100 by default; target:
      the hit at least 50x faster);
   2. the overhead of caching on a cold computation (target: under 5 %), as medians
-     of alternating runs of ``gram(X)``, ``gram(X, cache=GramStore(empty))`` and the
+     of rounds (each in a random order) of ``gram(X)``, ``gram(X, cache=GramStore(empty))`` and the
      same with ``GramStore(durable=True)`` and ``GramStore(durable=True,
      background=True)`` (CPU seconds of the process too);
   3. the crash test: SIGKILLs at random moments (kills tried, resumes that matched,
@@ -64,39 +64,46 @@ def warm_memory(mb: int) -> None:
 
 
 def hit_and_overhead(n, T, reps, n_jobs, root, warm_mb=0):
-    """Alternating runs: plain gram(X); gram(X, cache=GramStore(<empty>)) (the default,
-    synchronous); with durable=True; with durable=True, background=True, timed to the return of
-    the call and until the entry is on disk; then repeated hits."""
+    """Rounds of four runs, in a random (seeded) order in each round: plain
+    gram(X); gram(X, cache=GramStore(<empty>)) (the default, synchronous); with
+    durable=True; with durable=True, background=True, timed to the return of the call
+    and until the entry is on disk. Then repeated hits."""
     X = data(n, T)
     k = RNTK()
     gram(X[:50], kernel=k, n_jobs=n_jobs)                    # compile / load
     runs = {"plain": [], "cached": [], "cached_durable": [], "cached_bg": [],
             "cached_bg_stored": []}
     cpu = {"plain": [], "cached": [], "cached_durable": [], "cached_bg": []}
+    ref = gram(X, kernel=k, n_jobs=n_jobs)
+    modes = (("plain", None, None), ("cached", False, False),
+             ("cached_durable", False, True), ("cached_bg", True, True))
+    keep = None
+    order_rng = np.random.default_rng(1234)
     for r in range(reps):
-        warm_memory(warm_mb)
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        G = gram(X, kernel=k, n_jobs=n_jobs)
-        runs["plain"].append(time.perf_counter() - t0)
-        cpu["plain"].append(cpu_seconds() - c0)
-        for mode, background, durable in (("cached", False, False),
-                                          ("cached_durable", False, True),
-                                          ("cached_bg", True, True)):
-            d = Path(tempfile.mkdtemp(dir=root))
-            store = GramStore(d, background=background, durable=durable)
+        # the four runs of a round in a random (seeded) order: what the run before
+        # leaves behind (memory just freed, page cache) must not favour any mode
+        for i in order_rng.permutation(len(modes)):
+            mode, background, durable = modes[i]
+            store = d = None
+            if mode != "plain":
+                d = Path(tempfile.mkdtemp(dir=root))
+                store = GramStore(d, background=background, durable=durable)
             warm_memory(warm_mb)
             t0, c0 = time.perf_counter(), cpu_seconds()
-            Gc = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
+            G = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
             runs[mode].append(time.perf_counter() - t0)
-            store.wait()
-            if background:
-                runs["cached_bg_stored"].append(time.perf_counter() - t0)
+            if store is not None:
+                store.wait()
+                if background:
+                    runs["cached_bg_stored"].append(time.perf_counter() - t0)
             cpu[mode].append(cpu_seconds() - c0)
-            assert np.array_equal(G, Gc)
-            if r < reps - 1 or mode != "cached":
-                shutil.rmtree(d)
-            else:
-                keep = d
+            assert np.array_equal(G, ref)
+            del G
+            if d is not None:
+                if r == reps - 1 and mode == "cached":
+                    keep = d
+                else:
+                    shutil.rmtree(d)
     d = keep
     store = GramStore(d)
     hits = []
@@ -105,7 +112,8 @@ def hit_and_overhead(n, T, reps, n_jobs, root, warm_mb=0):
         t0 = time.perf_counter()
         Gh = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
         hits.append(time.perf_counter() - t0)
-        assert np.array_equal(G, Gh)
+        assert np.array_equal(ref, Gh)
+        del Gh
     assert store.stats["hits"] == len(hits)
     size = sum(p.stat().st_size for p in d.iterdir())
     shutil.rmtree(d)
@@ -121,7 +129,7 @@ def hit_and_overhead(n, T, reps, n_jobs, root, warm_mb=0):
     out["hit_speedup_best"] = best["plain"] / out["best_hit_s"]
     for m in ("cached", "cached_durable", "cached_bg", "cached_bg_stored"):
         out[f"overhead_pct_{m}"] = 100 * (med[m] / med["plain"] - 1)
-        # each cached run against the plain run just before it (less noise)
+        # each cached run against the plain run of the same round (less noise)
         out[f"overhead_paired_pct_{m}"] = 100 * statistics.median(
             c / p - 1 for c, p in zip(runs[m], runs["plain"]))
         out[f"overhead_best_pct_{m}"] = 100 * (best[m] / best["plain"] - 1)
