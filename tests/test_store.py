@@ -1051,3 +1051,39 @@ def test_populating_the_mapped_file_is_best_effort(store, monkeypatch):
     assert same(got, ref(X)) and calls == [400 * 400 * 8] * 2
     monkeypatch.setattr(S, "_MADV_POPULATE_WRITE", None)           # not Linux
     assert same(GramStore(store.path / "b").gram(X, kernel=K, kind="both"), ref(X))
+
+
+@pytest.mark.parametrize("budget", [None, 100], ids=["file-sink", "log-sink"])
+def test_every_object_header_is_checksummed(store, budget):
+    """HDF5 1.8 object headers (signature OHDR) carry a checksum; version-1 headers
+    do not. Objects added when the file sink completes its file in place must get them
+    too."""
+    X = series(20)
+    res = GramStore(store.path, memory_budget=budget).gram(X, kernel=K)
+    if isinstance(res, GramArray):
+        res.close()
+    path = stored_path(store, X)
+    raw = path.read_bytes()
+    with h5py.File(path, "r") as f:
+        for name in [*f.keys(), "/"]:
+            addr = h5py.h5o.get_info(f[name].id).addr
+            assert raw[addr:addr + 4] == b"OHDR", name
+
+
+@pytest.mark.parametrize("ooc", [False, True])
+def test_the_mapping_is_really_closed(store, monkeypatch, ooc):
+    """No view of the mapped file may outlive the tiles' copying: the mapping is then
+    closed (a lingering NumPy view would make mmap.close() fail, silently)."""
+    seen = []
+    orig = S._Partial._release_map
+
+    def spy(self):
+        mm = self._mm
+        orig(self)
+        if mm is not None:
+            seen.append(mm.closed)
+    monkeypatch.setattr(S._Partial, "_release_map", spy)
+    res = store.gram(series(20), kernel=K, out_of_core=ooc)
+    if isinstance(res, GramArray):
+        res.close()
+    assert seen and all(seen)
