@@ -127,6 +127,36 @@ def _by_length(P):
     return P.subset(order), order
 
 
+def tile_positions(tile, px, py, permuted: bool):
+    """(rows, cols): where a tile's rows and columns go in the full matrix -- slices
+    when the sets are in their own order (``permuted`` False), else index arrays into
+    the original positions (``px`` / ``py``: the length sort of X / Y, None for a set
+    that kept its order)."""
+    if not permuted:
+        return slice(tile.r0, tile.r1), slice(tile.c0, tile.c1)
+    rows = np.arange(tile.r0, tile.r1) if px is None else px[tile.r0:tile.r1]
+    cols = np.arange(tile.c0, tile.c1) if py is None else py[tile.c0:tile.c1]
+    return rows, cols
+
+
+def scatter_block(dst, rows, cols, block, mirror: bool) -> None:
+    """``dst[rows, cols] = block`` (and its transpose at ``[cols, rows]`` if
+    ``mirror``), for slices or index arrays from :func:`tile_positions`."""
+    if isinstance(rows, slice):
+        dst[rows, cols] = block
+        if mirror:
+            dst[cols, rows] = block.T
+    else:
+        dst[np.ix_(rows, cols)] = block
+        if mirror:
+            dst[np.ix_(cols, rows)] = block.T
+
+
+def gather_block(src, rows, cols) -> np.ndarray:
+    """A copy of ``src[rows, cols]`` (slices or index arrays, as above)."""
+    return np.array(src[rows, cols] if isinstance(rows, slice) else src[np.ix_(rows, cols)])
+
+
 def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None,
                   kind="both"):
     """The kernels as in-memory arrays (validated, packed inputs).
@@ -152,22 +182,11 @@ def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None
 
     permuted = px is not None or py is not None
 
-    def positions(order, lo, hi):
-        """Original indices of sorted positions lo..hi-1 (a slice when not sorted)."""
-        if not permuted:
-            return slice(lo, hi)
-        return np.arange(lo, hi) if order is None else order[lo:hi]
-
-    def scatter(dst, rows, cols, block):
-        dst[(rows, cols) if not permuted else np.ix_(rows, cols)] = block
-
     def put(tile, *blocks):
-        rows = positions(px, tile.r0, tile.r1)
-        cols = positions(py, tile.c0, tile.c1)
+        rows, cols = tile_positions(tile, px, py, permuted)
+        mirror = problem.symmetric and not tile.diagonal
         for dst, i in outputs:
-            scatter(dst, rows, cols, blocks[i])
-            if problem.symmetric and not tile.diagonal:
-                scatter(dst, cols, rows, blocks[i].T)
+            scatter_block(dst, rows, cols, blocks[i], mirror)
 
     workers = resolve_n_jobs(n_jobs)
     run_tiles(problem, problem.plan(tile_size, workers), put, n_jobs=workers,

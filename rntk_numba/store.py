@@ -146,7 +146,7 @@ import numpy as np
 from . import _checksum, params
 from ._version import __version__
 from .engine import default_n_jobs, prepare, run_tiles
-from .gram import _check_args, pack_pair
+from .gram import _check_args, gather_block, pack_pair, scatter_block, tile_positions
 from .params import RNTK
 from .sequences import PackedSequences
 from .tiles import Tile
@@ -1010,11 +1010,7 @@ class _Partial:
 
     def _positions(self, tile: Tile):
         px, py = self._perm
-        if self.order is None:
-            return slice(tile.r0, tile.r1), slice(tile.c0, tile.c1), False
-        rows = np.arange(tile.r0, tile.r1) if px is None else px[tile.r0:tile.r1]
-        cols = np.arange(tile.c0, tile.c1) if py is None else py[tile.c0:tile.c1]
-        return rows, cols, True
+        return tile_positions(tile, px, py, self.order is not None)
 
     @staticmethod
     def files(store, key):
@@ -1128,19 +1124,11 @@ class _Partial:
         sums = []
         record = {"t": tile.index}
         if self.sink == "file":
-            rows, cols, fancy = self._positions(tile)
+            rows, cols = self._positions(tile)
             mirror = self.symmetric and not tile.diagonal
             for k in self.kinds:
-                blk, view = blocks[k], self._views[k]
-                if fancy:
-                    view[np.ix_(rows, cols)] = blk
-                    if mirror:
-                        view[np.ix_(cols, rows)] = blk.T
-                else:
-                    view[rows, cols] = blk
-                    if mirror:
-                        view[cols, rows] = blk.T
-                sums.append(_checksum.checksum(np.ascontiguousarray(blk)))
+                scatter_block(self._views[k], rows, cols, blocks[k], mirror)
+                sums.append(_checksum.checksum(np.ascontiguousarray(blocks[k])))
         else:
             record["o"] = self._end
             for k in self.kinds:
@@ -1161,16 +1149,15 @@ class _Partial:
                 return None
             out = {}
             if self.sink == "file":
-                rows, cols, fancy = self._positions(tile)
+                rows, cols = self._positions(tile)
                 mirror = self.symmetric and not tile.diagonal
                 for i, k in enumerate(self.kinds):
-                    view = self._views[k]
-                    blk = np.array(view[np.ix_(rows, cols)] if fancy else view[rows, cols])
+                    blk = gather_block(self._views[k], rows, cols)
                     if _checksum.checksum(blk) != int(rec["c"][i]):
                         return None
                     if mirror:
-                        tr = view[np.ix_(cols, rows)] if fancy else view[cols, rows]
-                        if _checksum.checksum(np.ascontiguousarray(tr.T)) != int(rec["c"][i]):
+                        tr = gather_block(self._views[k], cols, rows).T
+                        if _checksum.checksum(np.ascontiguousarray(tr)) != int(rec["c"][i]):
                             return None
                     out[k] = blk
                 return out
@@ -1859,28 +1846,15 @@ class GramStore:
         plan = part.plan if part is not None else problem.plan(tile_size, workers)
         permuted = order is not None
 
-        def positions(perm, lo, hi):      # original indices of sorted positions lo..hi-1
-            if not permuted:
-                return slice(lo, hi)
-            return np.arange(lo, hi) if perm is None else perm[lo:hi]
-
         state = {"part": part,
                  "mem": None if ooc else {k: np.empty(shape) for k in kinds}}
         have = set()                      # tiles present in state["mem"]
 
         def put(tile, blocks):            # exactly as gram.compute_dense
-            rows = positions(px, tile.r0, tile.r1)
-            cols = positions(py, tile.c0, tile.c1)
+            rows, cols = tile_positions(tile, px, py, permuted)
+            mirror = symmetric and not tile.diagonal
             for k, dst in state["mem"].items():
-                blk = blocks[k]
-                if permuted:
-                    dst[np.ix_(rows, cols)] = blk
-                    if symmetric and not tile.diagonal:
-                        dst[np.ix_(cols, rows)] = blk.T
-                else:
-                    dst[rows, cols] = blk
-                    if symmetric and not tile.diagonal:
-                        dst[cols, rows] = blk.T
+                scatter_block(dst, rows, cols, blocks[k], mirror)
             have.add(tile.index)
 
         def to_memory(exc):
