@@ -131,6 +131,7 @@ import argparse
 import errno
 import hashlib
 import json
+import mmap
 import os
 import socket
 import sys
@@ -905,7 +906,7 @@ def _preallocate(fd: int, off: int, nbytes: int) -> None:
 
 #: madvise(MADV_POPULATE_WRITE) (Linux >= 5.14; the mmap module names it from Python
 #: 3.12 on).
-_MADV_POPULATE_WRITE = getattr(__import__("mmap"), "MADV_POPULATE_WRITE",
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE",
                                23 if sys.platform.startswith("linux") else None)
 
 
@@ -919,7 +920,6 @@ def _populate(mm, off: int, nbytes: int) -> None:
     ~0.04 s sweep. Best effort: an older kernel (EINVAL) just takes the slow way."""
     if _MADV_POPULATE_WRITE is None or nbytes < (1 << 20):
         return
-    import mmap
     start = off - off % mmap.PAGESIZE
     try:
         mm.madvise(_MADV_POPULATE_WRITE, start, off + nbytes - start)
@@ -989,7 +989,6 @@ class _Partial:
             raise
 
     def _open_file(self, header) -> None:
-        import mmap
         n, m = self.shape
         offsets = self._offsets = {k: int(header["offsets"][k]) for k in self.kinds}
         self._fd = os.open(self.store._partial(self.key), os.O_RDWR)
