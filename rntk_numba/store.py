@@ -106,6 +106,20 @@ Guarantees
   The memory-mapped datasets are allocated on disk (``posix_fallocate``) before the
   first tile is copied in, so a full disk is an ``OSError`` up front, never a SIGBUS.
 
+Results in memory: mapped, not copied
+-------------------------------------
+A result of 8 MiB or more (``MAP_MIN_BYTES``) that fits in memory is an ordinary,
+writeable ndarray whose memory is the entry file's own pages, mapped copy-on-write
+(``MAP_PRIVATE``): a hit verifies the checksums in place and copies nothing, and a cold
+computation returns the pages its tiles were copied into -- the matrix is held once,
+not twice (on a VM that hands freed memory back to its host, fresh memory is what a
+cold entry cost most). Writing into the array copies the pages written; the file never
+changes. Removing, pruning or replacing the entry leaves the array valid (the store
+only ever unlinks complete files or renames new ones over them). Hits fault the pages
+in first (``MADV_POPULATE_READ``), so an unreadable file is a corrupt entry, not a
+crash. Do not truncate or overwrite entry files by hand while such arrays are alive (a
+mapped page that vanished raises SIGBUS). ``GramStore(copy=True)`` returns copies.
+
 Sub-matrices and out-of-core
 ----------------------------
 :meth:`GramStore.gram_subset` answers ``G[rows][:, cols]`` of the symmetric Gram of a
@@ -158,7 +172,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 __all__ = ["GramStore", "GramEntry", "GramArray", "CacheWarning", "CorruptEntryError",
-           "as_store", "default_cache_dir", "register", "STORE_FORMAT"]
+           "as_store", "default_cache_dir", "register", "STORE_FORMAT", "MAP_MIN_BYTES"]
 
 #: Version of the on-disk layout (entries of another format are recomputed).
 STORE_FORMAT = 3      # 2: 64-bit band checksums; 3: only the kernels asked for (meta "kinds")
@@ -478,6 +492,36 @@ class GramArray:
         self._verified[:] = True
         return out
 
+    def mapped(self) -> np.ndarray:
+        """The whole matrix mapped copy-on-write from the entry's file (see
+        :func:`_map_cow`), every band verified: nothing is copied, and the pages are the
+        page cache's own until written to."""
+        off = self._ds.id.get_offset()       # contiguous: checked when the entry opened
+        try:
+            a = _map_cow(self._entry._fd, off, self.shape)
+            _populate_read(a)
+        except (OSError, ValueError) as exc:
+            self._entry._corrupt(f"cannot map {self.kind}: {exc}")
+        band, crc = self._band, self._crc
+
+        def check(bands):
+            return [b for b in bands
+                    if _checksum.checksum(a[b * band:(b + 1) * band]) != int(crc[b])]
+
+        bands = np.arange(crc.size)
+        if a.nbytes < (32 << 20):
+            bad = check(bands)
+        else:                                # the checksum releases the GIL
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(2) as ex:
+                bad = sum(ex.map(check, np.array_split(bands, 2)), [])
+        if bad:
+            del a
+            self._entry._corrupt(f"checksum mismatch in {self.kind} "
+                                 f"{self._rows_of(int(bad[0]))} ({len(bad)} band(s))")
+        self._verified[:] = True
+        return a
+
     def verify(self) -> None:
         """Check every band (reading one band at a time); raises CorruptEntryError."""
         for b in range(self._crc.size):
@@ -556,7 +600,7 @@ class GramEntry:
     kinds : tuple of str -- the kernels stored: ``("ntk",)``, ``("nngp",)`` or both
 
     ``array(kind)`` gives a lazily verified :class:`GramArray`, ``read(kind)`` an
-    in-memory array (``kind="both"``: a tuple), ``take(rows, cols, kind)`` a verified
+    in-memory copy (``kind="both"``: a tuple; ``copy=False``: mapped copy-on-write), ``take(rows, cols, kind)`` a verified
     sub-matrix. Opening checks the format, the completeness mark, the key and the
     shapes; a file that fails raises :class:`CorruptEntryError`.
     """
@@ -645,10 +689,14 @@ class GramEntry:
                            f"it)")
         return GramArray(self, kind)
 
-    def read(self, kind: str = "ntk"):
+    def read(self, kind: str = "ntk", copy: bool = True):
+        """The kernel ``kind`` (a tuple for ``"both"``), every band verified: a copy in
+        memory, or with ``copy=False`` mapped copy-on-write from the file
+        (:meth:`GramArray.mapped`)."""
         if kind == "both":
-            return self.array("ntk").read(), self.array("nngp").read()
-        return self.array(kind).read()
+            return self.read("ntk", copy), self.read("nngp", copy)
+        a = self.array(kind)
+        return a.read() if copy else a.mapped()
 
     def take(self, rows, cols=None, kind: str = "ntk"):
         """``G[rows][:, cols]`` read from disk (only the row bands it needs)."""
@@ -924,6 +972,44 @@ def _populate(mm, off: int, nbytes: int) -> None:
     try:
         mm.madvise(_MADV_POPULATE_WRITE, start, off + nbytes - start)
     except (OSError, ValueError, AttributeError):
+        pass
+
+
+#: madvise(MADV_POPULATE_READ): fault a mapping in for reading, failing with an error
+#: (EFAULT / EIO) where an access would raise SIGBUS (Linux >= 5.14).
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ",
+                              22 if sys.platform.startswith("linux") else None)
+
+#: In-memory results of at least this many bytes are mapped copy-on-write from the
+#: entry's file (``GramStore(copy=False)``, the default); smaller ones are copies.
+MAP_MIN_BYTES = 8 << 20
+
+
+def _map_cow(fd: int, off: int, shape) -> np.ndarray:
+    """The float64 (n, m) matrix at byte ``off`` of the file ``fd``, mapped privately
+    (MAP_PRIVATE, copy-on-write): reading shares the page cache's pages, writing copies
+    the page written; the file never changes. The mapping lives as long as the array
+    (closing ``fd``, renaming or unlinking the file does not end it)."""
+    n, m = (int(s) for s in shape)
+    start = off - off % mmap.ALLOCATIONGRANULARITY
+    mm = mmap.mmap(fd, off + 8 * n * m - start, access=mmap.ACCESS_COPY, offset=start)
+    return np.frombuffer(mm, dtype="<f8", count=n * m, offset=off - start).reshape(n, m)
+
+
+def _populate_read(a: np.ndarray) -> None:
+    """Fault the pages of a mapped array in (readahead in one sweep), so that a file
+    that cannot be read gives an OSError here rather than a SIGBUS on first access.
+    Best effort where MADV_POPULATE_READ is missing."""
+    mm = a.base
+    if _MADV_POPULATE_READ is None or not isinstance(mm, mmap.mmap):
+        return
+    try:
+        mm.madvise(_MADV_POPULATE_READ)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOSYS):   # an older kernel
+            return
+        raise
+    except (ValueError, AttributeError):  # pragma: no cover - no madvise
         pass
 
 
@@ -1298,6 +1384,17 @@ class _Partial:
         _unlink(rebuild)                    # left by a rebuild that was killed
         return final
 
+    def cow_views(self, kinds) -> dict:
+        """{kind: the kernel mapped copy-on-write from the file (see _map_cow)} for the
+        kinds asked for -- a copy where the mapping cannot be made."""
+        out = {}
+        for k in kinds:
+            try:
+                out[k] = _map_cow(self._fd, self._offsets[k], self.shape)
+            except (OSError, ValueError):  # pragma: no cover - out of address space
+                out[k] = np.array(self._views[k])
+        return out
+
     def _file_crcs(self, arrays, band: int) -> dict:
         """Band checksums of the kernels, from the arrays in memory or the mapped file
         (a function of its own, so that no view of the mapping outlives it)."""
@@ -1371,6 +1468,18 @@ class GramStore:
         200 MB entry (more with ``durable``), so this pays mainly with ``durable=True``.
         Off by default: deleting the store directory right after ``gram`` returns (a
         ``TemporaryDirectory``, say) would race with the thread.
+    copy : bool, default False
+        How results held in memory are returned. ``False``: a matrix of 8 MiB or more
+        (:data:`MAP_MIN_BYTES`) is an ndarray mapped copy-on-write (``MAP_PRIVATE``)
+        from the entry's file -- a hit copies nothing (it verifies the checksums in
+        place), and a cold computation returns the very pages its tiles were written
+        to, so the matrix is never held twice. Writing into such an array copies the
+        pages written; the file never changes. The mapping stays valid when the entry
+        is removed, replaced or pruned (the store never rewrites a complete file, it
+        renames new ones over it). Do not truncate or overwrite entry files by hand
+        while arrays from them are alive: a mapped page that vanished raises SIGBUS.
+        ``True``: every result is a copy in the process's own memory (a hit then reads
+        the file into fresh memory, which costs about as much again).
 
     Attributes
     ----------
@@ -1393,7 +1502,7 @@ class GramStore:
     """
 
     def __init__(self, path=None, *, memory_budget=None, lock_timeout=None,
-                 durable: bool = False, background: bool = False):
+                 durable: bool = False, background: bool = False, copy: bool = False):
         self.path = Path(path) if path is not None else default_cache_dir()
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"GramStore: {self.path} exists and is not a directory")
@@ -1407,6 +1516,7 @@ class GramStore:
         self.lock_timeout = lock_timeout
         self.durable = bool(durable)
         self.background = bool(background)
+        self.copy = bool(copy)
         self.stats = Counter()
 
     def __repr__(self) -> str:
@@ -1460,6 +1570,10 @@ class GramStore:
         _check_args(kernel, "ntk")
         PX, PY = self._pack(X, Y)
         return self._key(PX, PY, kernel)
+
+    def _copies(self, shape) -> bool:
+        """Whether an in-memory result of ``shape`` is a copy (else mapped, see copy)."""
+        return self.copy or 8 * shape[0] * shape[1] < MAP_MIN_BYTES
 
     def _out_of_core(self, shape, out_of_core, kind="both") -> bool:
         if out_of_core is None:
@@ -1550,7 +1664,7 @@ class GramStore:
             result = tuple(arrays) if kind == "both" else arrays[0]
         else:
             try:
-                result = entry.read(kind)
+                result = entry.read(kind, copy=self._copies(shape))
             except CorruptEntryError:
                 return None
             finally:
@@ -1845,8 +1959,12 @@ class GramStore:
         plan = part.plan if part is not None else problem.plan(tile_size, workers)
         permuted = order is not None
 
-        state = {"part": part,
-                 "mem": None if ooc else {k: np.empty(shape) for k in kinds}}
+        # mapped (GramStore(copy=False)): the tiles go only into the entry's file, and
+        # the result is that file's pages, mapped copy-on-write -- never a second copy
+        mapped = (part is not None and part.sink == "file" and not ooc
+                  and not self._copies(shape))
+        state = {"part": part, "mapped": mapped,
+                 "mem": None if ooc or mapped else {k: np.empty(shape) for k in kinds}}
         have = set()                      # tiles present in state["mem"]
 
         def put(tile, blocks):            # exactly as gram.compute_dense
@@ -1868,6 +1986,7 @@ class GramStore:
                                   f"Gram failed: {exc}; the partial entry is kept and "
                                   f"resumes when space is available") from exc
                 state["mem"] = {k: np.empty(shape) for k in kinds}
+                state["mapped"] = False
                 for t in plan:
                     if t.index in p.done:
                         blocks = p.read_tile(t)
@@ -1914,7 +2033,7 @@ class GramStore:
             # Out of core, tiles are handed to the executor in batches: run_tiles
             # streams results as they finish, and without this bound finished tiles
             # would pile up in memory whenever the disk is slower than the workers.
-            if state["mem"] is not None:
+            if state["mem"] is not None or state["mapped"]:
                 run_tiles(problem, tiles, on_tile, n_jobs=n_jobs, progress=progress,
                           description=f"gram {key[:8]}")
                 return
@@ -1951,19 +2070,23 @@ class GramStore:
                 meta["kinds"] = list(kinds)
                 mem = state["mem"]
                 state["part"] = None
-                if (self.background and not handles and mem is not None
+                # the result: the arrays in memory, or the file's pages (mapped before
+                # the completion closes the file; renaming it keeps them valid)
+                res = part.cow_views(_kinds_of(kind)) if state["mapped"] else mem
+                if (self.background and not handles and res is not None
                         and lock is not None and part.sink == "file"):
                     # the caller owns the arrays; the thread checksums the file
                     self._finish_later(key, part, meta, datasets, None, lock)
-                    return select_kind(mem.get("ntk"), mem.get("nngp"), kind)
+                    return select_kind(res.get("ntk"), res.get("nngp"), kind)
                 stored = self._finish(key, part, meta, datasets, mem,
-                                      raise_errors=mem is None)
+                                      raise_errors=res is None)
                 if stored and handles:
                     res = self._serve(key, shape, kind, True, count=False)
                     if res is not None:
                         return res
-                if mem is None:  # pragma: no cover - removed meanwhile
+                if res is None:  # pragma: no cover - removed meanwhile
                     raise OSError(f"the out-of-core entry {key} was not stored")
+                return select_kind(res.get("ntk"), res.get("nngp"), kind)
         finally:
             if state["part"] is not None:        # interrupted: keep it for resume
                 state["part"].close()

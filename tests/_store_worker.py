@@ -36,6 +36,10 @@ import warnings
 
 import numpy as np
 
+if "RNTK_TEST_MAP_MIN_BYTES" in os.environ:     # the test's choice: mapped or copied
+    import rntk_numba.store as _S
+    _S.MAP_MIN_BYTES = int(os.environ["RNTK_TEST_MAP_MIN_BYTES"])
+
 
 def problem(seed=0, n=48):
     from rntk_numba import RNTK

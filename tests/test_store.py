@@ -39,6 +39,16 @@ def same(a, b):
     return all(np.array_equal(np.asarray(x), y) for x, y in zip(a, b))
 
 
+@pytest.fixture(autouse=True, params=["mapped", "copied"])
+def results(request, monkeypatch):
+    """Every test runs twice: with in-memory results mapped copy-on-write from the
+    entry's file (the default for matrices of MAP_MIN_BYTES or more; here for every
+    size) and with copies (``GramStore(copy=True)``, and small matrices)."""
+    monkeypatch.setattr(S, "MAP_MIN_BYTES", 0 if request.param == "mapped" else 1 << 62)
+    monkeypatch.setenv("RNTK_TEST_MAP_MIN_BYTES", str(S.MAP_MIN_BYTES))
+    return request.param
+
+
 @pytest.fixture
 def store(tmp_path):
     return GramStore(tmp_path / "store")
@@ -1087,3 +1097,96 @@ def test_the_mapping_is_really_closed(store, monkeypatch, ooc):
     if isinstance(res, GramArray):
         res.close()
     assert seen and all(seen)
+
+
+# -- in-memory results: mapped copy-on-write, or copies -------------------------------------
+
+def _mapped(a) -> bool:
+    """Whether an array's memory is a mapping of a file (its base chain ends in mmap)."""
+    import mmap
+    while a is not None:
+        if isinstance(a, mmap.mmap):
+            return True
+        a = getattr(a, "base", getattr(a, "obj", None))
+    return False
+
+
+def test_results_are_mapped_copy_on_write_and_the_file_never_changes(store, results):
+    X = series(30)
+    expect = ref(X)
+    G = store.gram(X, kernel=K, kind="both")                    # cold: the file's pages
+    H = store.gram(X, kernel=K, kind="both")                    # hit: mapped in place
+    assert store.stats["hits"] == 1 and same(G, expect) and same(H, expect)
+    for a in (*G, *H):
+        assert _mapped(a) == (results == "mapped")
+        assert a.flags.writeable and a.dtype == np.float64 and a.flags.c_contiguous
+    G[0][:] = -1.0                                              # private copies of the
+    H[1][3, :] += 7.0                                           # pages written
+    np.fill_diagonal(H[0], 0.0)
+    assert (G[0] == -1).all() and not np.array_equal(H[0], G[0])
+    with store.lookup(X, kernel=K) as e:                        # the entry is intact
+        e.verify()
+        assert same(e.read("both"), expect)
+    again = store.gram(X, kernel=K, kind="both")
+    assert same(again, expect) and store.stats["corrupt"] == 0
+
+
+def test_a_mapped_result_outlives_the_removal_and_replacement_of_its_entry(store):
+    X = series(24)
+    expect = ref(X)
+    ntk = store.gram(X, kernel=K)
+    path = stored_path(store, X)
+    ino = path.stat().st_ino
+    both = store.gram(X, kernel=K, kind="both")     # a kind added: the entry replaced
+    assert path.stat().st_ino != ino
+    assert np.array_equal(ntk, expect[0])
+    store.clear()                                    # every entry removed
+    assert not list(store.path.glob("*.h5"))
+    assert np.array_equal(ntk, expect[0]) and same(both, expect)
+
+
+def test_copies_where_asked_or_small(tmp_path, monkeypatch):
+    """The default threshold: matrices under MAP_MIN_BYTES are copies; copy=True makes
+    every result a copy."""
+    monkeypatch.setattr(S, "MAP_MIN_BYTES", 8 * 20 * 20)
+    X, Xs = series(20), series(19, seed=5)
+    for copy in (False, True):
+        store = GramStore(tmp_path / f"c{copy}", copy=copy)
+        for _ in range(2):                          # cold, then a hit
+            assert _mapped(store.gram(X, kernel=K)) is not copy
+            assert not _mapped(store.gram(Xs, kernel=K))
+        assert store.stats["hits"] == 2
+    # out of core, handles as before
+    res = GramStore(tmp_path / "ooc").gram(X, kernel=K, out_of_core=True)
+    assert isinstance(res, GramArray)
+    res.close()
+
+
+def test_an_unreadable_mapping_is_a_corrupt_entry_not_a_crash(store, monkeypatch,
+                                                                results):
+    """Mapped hits fault their pages in with madvise(MADV_POPULATE_READ) first: a file
+    the kernel cannot read fails there (EIO / EFAULT) instead of raising SIGBUS on first
+    access; the entry is then removed and recomputed."""
+    X = series(16)
+    store.gram(X, kernel=K)
+
+    def fail(a):
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(S, "_populate_read", fail)
+    if results == "mapped":
+        with pytest.warns(CacheWarning, match="cannot map ntk"):
+            got = store.gram(X, kernel=K)
+        assert store.stats["corrupt"] == 1 and store.stats["misses"] == 2
+    else:
+        got = store.gram(X, kernel=K)                # copies never map
+        assert store.stats["hits"] == 1
+    assert np.array_equal(got, ref(X)[0])
+
+
+def test_populate_read_is_best_effort(tmp_path, monkeypatch):
+    a = S._map_cow(os.open(__file__, os.O_RDONLY), 0, (1, 1))
+    S._populate_read(a)                               # the real call: no error
+    monkeypatch.setattr(S, "_MADV_POPULATE_READ", 987654)          # EINVAL: ignored
+    S._populate_read(a)
+    S._populate_read(np.zeros((2, 2)))                # not a mapping: nothing to do
+    assert a.shape == (1, 1)
