@@ -6,11 +6,12 @@ Measures
      the hit at least 50x faster);
   2. the overhead of caching on a cold computation (target: under 5 %), as medians
      of rounds (each in a random order) of ``gram(X)``, ``gram(X, cache=GramStore(empty))`` and the
-     same with ``GramStore(durable=True)`` and ``GramStore(durable=True,
-     background=True)`` (CPU seconds of the process too);
+     same with ``GramStore(copy=True)``, ``GramStore(durable=True)`` and
+     ``GramStore(durable=True, background=True)`` (CPU seconds of the process too);
   3. the crash test: SIGKILLs at random moments (kills tried, resumes that matched,
      corrupt reads served -- must be 0) and random byte damage / truncation of a stored
-     entry (damage served -- must be 0), through tests/_store_worker.py;
+     entry (damage served -- must be 0), through tests/_store_worker.py, once with
+     every result mapped from its entry's file and once with copies;
   4. with ``--oocore``: an out-of-core Gram (default N=40,000 series of length 10: two
      12.8 GB matrices on disk), its peak RSS (target: under 2 GB), and slicing it.
 
@@ -64,30 +65,33 @@ def warm_memory(mb: int) -> None:
 
 
 def hit_and_overhead(n, T, reps, n_jobs, root, warm_mb=0):
-    """Rounds of four runs, in a random (seeded) order in each round: plain
-    gram(X); gram(X, cache=GramStore(<empty>)) (the default, synchronous); with
-    durable=True; with durable=True, background=True, timed to the return of the call
-    and until the entry is on disk. Then repeated hits."""
+    """Rounds of five runs, in a random (seeded) order in each round: plain
+    gram(X); gram(X, cache=GramStore(<empty>)) (the default, synchronous: the result
+    mapped from the entry's file); with copy=True (results copied into fresh memory);
+    with durable=True; with durable=True, background=True, timed to the return of the
+    call and until the entry is on disk. Then repeated hits (default and copy=True)."""
     X = data(n, T)
     k = RNTK()
     gram(X[:50], kernel=k, n_jobs=n_jobs)                    # compile / load
-    runs = {"plain": [], "cached": [], "cached_durable": [], "cached_bg": [],
-            "cached_bg_stored": []}
-    cpu = {"plain": [], "cached": [], "cached_durable": [], "cached_bg": []}
+    runs = {"plain": [], "cached": [], "cached_copy": [], "cached_durable": [],
+            "cached_bg": [], "cached_bg_stored": []}
+    cpu = {"plain": [], "cached": [], "cached_copy": [], "cached_durable": [],
+           "cached_bg": []}
     ref = gram(X, kernel=k, n_jobs=n_jobs)
-    modes = (("plain", None, None), ("cached", False, False),
-             ("cached_durable", False, True), ("cached_bg", True, True))
+    modes = (("plain", None, None, False), ("cached", False, False, False),
+             ("cached_copy", False, False, True), ("cached_durable", False, True, False),
+             ("cached_bg", True, True, False))
     keep = None
     order_rng = np.random.default_rng(1234)
     for r in range(reps):
         # the four runs of a round in a random (seeded) order: what the run before
         # leaves behind (memory just freed, page cache) must not favour any mode
         for i in order_rng.permutation(len(modes)):
-            mode, background, durable = modes[i]
+            mode, background, durable, copy = modes[i]
             store = d = None
             if mode != "plain":
                 d = Path(tempfile.mkdtemp(dir=root))
-                store = GramStore(d, background=background, durable=durable)
+                store = GramStore(d, background=background, durable=durable, copy=copy)
             warm_memory(warm_mb)
             t0, c0 = time.perf_counter(), cpu_seconds()
             G = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
@@ -105,16 +109,17 @@ def hit_and_overhead(n, T, reps, n_jobs, root, warm_mb=0):
                 else:
                     shutil.rmtree(d)
     d = keep
-    store = GramStore(d)
-    hits = []
+    hits, hits_copy = [], []
+    stores = (GramStore(d), GramStore(d, copy=True))
     for _ in range(max(15, reps)):
-        warm_memory(warm_mb)
-        t0 = time.perf_counter()
-        Gh = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
-        hits.append(time.perf_counter() - t0)
-        assert np.array_equal(ref, Gh)
-        del Gh
-    assert store.stats["hits"] == len(hits)
+        for store, into in zip(stores, (hits, hits_copy)):
+            warm_memory(warm_mb)
+            t0 = time.perf_counter()
+            Gh = gram(X, kernel=k, n_jobs=n_jobs, cache=store)
+            into.append(time.perf_counter() - t0)
+            assert np.array_equal(ref, Gh)
+            del Gh
+    assert all(s.stats["hits"] == len(hits) for s in stores)
     size = sum(p.stat().st_size for p in d.iterdir())
     shutil.rmtree(d)
     med = {m: statistics.median(v) for m, v in runs.items()}
@@ -122,18 +127,20 @@ def hit_and_overhead(n, T, reps, n_jobs, root, warm_mb=0):
     cmed = {m: statistics.median(v) for m, v in cpu.items()}
     out = {"n": n, "T": T, "n_jobs": n_jobs, "reps": reps, "warm_memory_mb": warm_mb,
            "runs_s": runs,
-           "cpu_s": cpu, "hit_s": hits, "median_s": med, "best_s": best,
+           "cpu_s": cpu, "hit_s": hits, "hit_copy_s": hits_copy,
+           "median_hit_copy_s": statistics.median(hits_copy),
+           "median_s": med, "best_s": best,
            "median_cpu_s": cmed, "median_hit_s": statistics.median(hits),
            "best_hit_s": min(hits), "entry_bytes": size}
     out["hit_speedup"] = med["plain"] / out["median_hit_s"]
     out["hit_speedup_best"] = best["plain"] / out["best_hit_s"]
-    for m in ("cached", "cached_durable", "cached_bg", "cached_bg_stored"):
+    for m in ("cached", "cached_copy", "cached_durable", "cached_bg", "cached_bg_stored"):
         out[f"overhead_pct_{m}"] = 100 * (med[m] / med["plain"] - 1)
         # each cached run against the plain run of the same round (less noise)
         out[f"overhead_paired_pct_{m}"] = 100 * statistics.median(
             c / p - 1 for c, p in zip(runs[m], runs["plain"]))
         out[f"overhead_best_pct_{m}"] = 100 * (best[m] / best["plain"] - 1)
-    for m in ("cached", "cached_durable", "cached_bg"):
+    for m in ("cached", "cached_copy", "cached_durable", "cached_bg"):
         out[f"overhead_cpu_pct_{m}"] = 100 * (cmed[m] / cmed["plain"] - 1)
     return out
 
@@ -169,12 +176,18 @@ def page_cache_probe(root, mb=256):
     return out
 
 
-def worker(mode, root, *extra):
+#: The crash and damage tests run twice: every in-memory result mapped from its entry's
+#: file (the default for >= 8 MiB; here for the tests' small Grams too), and copied.
+RESULTS = {"mapped": 0, "copied": 1 << 62}
+
+
+def worker(mode, root, *extra, results="mapped"):
     d = tempfile.mkdtemp(dir=root)
+    env = dict(os.environ, PYTHONWARNINGS="ignore",
+               RNTK_TEST_MAP_MIN_BYTES=str(RESULTS[results]))
     try:
         res = subprocess.run([sys.executable, str(WORKER), mode, d, *map(str, extra)],
-                             capture_output=True, text=True, check=True,
-                             env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                             capture_output=True, text=True, check=True, env=env)
         return json.loads(res.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -278,6 +291,7 @@ def main(argv=None):
               f"(best in brackets): compute {t['median_s']['plain']:.3f} s "
               f"[{t['best_s']['plain']:.3f}]", flush=True)
         for m, label in (("cached", "cold, cached (default)"),
+                         ("cached_copy", "cold, cached, copy=True"),
                          ("cached_durable", "cold, cached, durable=True (fsync)"),
                          ("cached_bg", "cold, cached, durable + background=True, call "
                                        "returns"),
@@ -291,18 +305,23 @@ def main(argv=None):
         hs = sorted(1e3 * h for h in t["hit_s"])
         print(f"  hits ({len(hs)}), ms: " + " ".join(f"{h:.0f}" for h in hs), flush=True)
         print(f"  hit: {t['median_hit_s'] * 1e3:.1f} ms, {t['hit_speedup']:.0f}x faster "
-              f"[{t['best_hit_s'] * 1e3:.1f} ms, {t['hit_speedup_best']:.0f}x]", flush=True)
-    res["crash"] = worker("crash", root, "--kills", args.kills, "--seed", 11)
-    c = res["crash"]
-    print(f"crash: {c['kills']} kills ({c['killed_running']} mid-run, {c['partial_left']} "
-          f"left a partial entry), {c['resumes_matched']}/{c['resumed_runs']} resumed runs "
-          f"matched bit for bit, corrupt reads served: {c['corrupt_served']}, complete "
-          f"entries failing checks: {c['corrupt_detected']}", flush=True)
-    res["fuzz"] = worker("fuzz", root, "--rounds", args.fuzz_rounds, "--seed", 12)
-    f = res["fuzz"]
-    print(f"damage: {f['rounds']} rounds ({f['overwrites']} overwrites, {f['truncations']} "
-          f"truncations): {f['detected']} detected and recomputed, {f['served_wrong']} "
-          f"served wrong", flush=True)
+              f"[{t['best_hit_s'] * 1e3:.1f} ms, {t['hit_speedup_best']:.0f}x]; copy=True: "
+              f"{t['median_hit_copy_s'] * 1e3:.1f} ms, "
+              f"{t['median_s']['plain'] / t['median_hit_copy_s']:.0f}x", flush=True)
+    res["crash"], res["fuzz"] = {}, {}
+    for results in RESULTS:
+        c = res["crash"][results] = worker("crash", root, "--kills", args.kills,
+                                           "--seed", 11, results=results)
+        print(f"crash ({results} results): {c['kills']} kills ({c['killed_running']} "
+              f"mid-run, {c['partial_left']} left a partial entry), "
+              f"{c['resumes_matched']}/{c['resumed_runs']} resumed runs matched bit for "
+              f"bit, corrupt reads served: {c['corrupt_served']}, complete entries "
+              f"failing checks: {c['corrupt_detected']}", flush=True)
+        f = res["fuzz"][results] = worker("fuzz", root, "--rounds", args.fuzz_rounds,
+                                          "--seed", 12, results=results)
+        print(f"damage ({results} results): {f['rounds']} rounds ({f['overwrites']} "
+              f"overwrites, {f['truncations']} truncations): {f['detected']} detected "
+              f"and recomputed, {f['served_wrong']} served wrong", flush=True)
     if args.oocore:
         res["oocore"] = oocore(args, root)
         o = res["oocore"]
