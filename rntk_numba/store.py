@@ -1573,7 +1573,7 @@ class GramStore:
 
     def _copies(self, shape) -> bool:
         """Whether an in-memory result of ``shape`` is a copy (else mapped, see copy)."""
-        return self.copy or 8 * shape[0] * shape[1] < MAP_MIN_BYTES
+        return self.copy or 8 * shape[0] * shape[1] < max(MAP_MIN_BYTES, 1)
 
     def _out_of_core(self, shape, out_of_core, kind="both") -> bool:
         if out_of_core is None:
@@ -1770,8 +1770,10 @@ class GramStore:
         Returns
         -------
         ndarray (N, M) float64 (or GramArray out of core); a tuple for ``kind="both"``.
+        From 8 MiB on, the ndarray is mapped copy-on-write from the entry's file unless
+        the store was made with ``copy=True`` (see :class:`GramStore`).
 
-        A stored entry is read back and verified (a corrupt one is removed and
+        A stored entry is verified before it is returned (a corrupt one is removed and
         recomputed). Otherwise the matrix is computed under the key's lock, tiles
         written as they finish; an interrupted computation resumes where it stopped.
         If the store cannot be written (read-only, disk full) a ``CacheWarning`` is
