@@ -60,7 +60,9 @@ def gram(X, Y=None, *, kernel: RNTK, kind: str = "ntk", n_jobs=None,
         Look the matrix up in / store it into an on-disk store (see ``GramStore``):
         equal inputs and hyperparameters are read back (verified) instead of
         recomputed, an interrupted computation resumes, and a subset of a cached set
-        is sliced from it. A Gram whose kernels exceed the store's ``memory_budget``
+        is sliced from it. Results of 8 MiB or more are then mapped copy-on-write from
+        the entry's file (no copy; ``GramStore(copy=True)`` for copies). A Gram whose
+        kernels exceed the store's ``memory_budget``
         comes back as an on-disk ``GramArray`` (NumPy-style slicing; see
         ``GramStore.gram(..., out_of_core=True)``).
     tile_size : int, optional
