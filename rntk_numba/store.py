@@ -117,8 +117,12 @@ cold entry cost most). Writing into the array copies the pages written; the file
 changes. Removing, pruning or replacing the entry leaves the array valid (the store
 only ever unlinks complete files or renames new ones over them). Hits fault the pages
 in first (``MADV_POPULATE_READ``), so an unreadable file is a corrupt entry, not a
-crash. Do not truncate or overwrite entry files by hand while such arrays are alive (a
-mapped page that vanished raises SIGBUS). ``GramStore(copy=True)`` returns copies.
+crash. A mapped array holds no file descriptor, but its file's disk blocks stay
+allocated until the array is gone (``prune`` and ``clear`` free them then). Do not
+truncate or overwrite entry files by hand while such arrays are alive (a mapped page
+that vanished raises SIGBUS); on a network file system shared with other hosts, where
+a page evicted and read again later might no longer be there, use
+``GramStore(copy=True)``, which returns copies.
 
 Sub-matrices and out-of-core
 ----------------------------
@@ -152,6 +156,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -498,8 +503,7 @@ class GramArray:
         page cache's own until written to."""
         off = self._ds.id.get_offset()       # contiguous: checked when the entry opened
         try:
-            a = _map_cow(self._entry._fd, off, self.shape)
-            _populate_read(a)
+            a = _map_cow(self._entry._fd, off, self.shape, populate=True)
         except (OSError, ValueError) as exc:
             self._entry._corrupt(f"cannot map {self.kind}: {exc}")
         band, crc = self._band, self._crc
@@ -985,32 +989,73 @@ _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ",
 MAP_MIN_BYTES = 8 << 20
 
 
-def _map_cow(fd: int, off: int, shape) -> np.ndarray:
+def _libc():
+    """libc's mmap / munmap / madvise through ctypes, or None (not Linux, or a 32-bit
+    off_t). Python's own mmap object keeps a duplicate of the file's descriptor open
+    for as long as it lives (before Python 3.13): every result mapped with it would
+    hold one, and a search keeping a thousand results would reach the usual limit."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        try:
+            import ctypes
+            lib = ctypes.CDLL(None, use_errno=True)
+            if ctypes.sizeof(ctypes.c_long) == 8 and sys.platform.startswith("linux"):
+                lib.mmap.restype = ctypes.c_void_p
+                lib.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                     ctypes.c_int, ctypes.c_int, ctypes.c_long)
+                lib.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+                lib.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+                _LIBC = (ctypes, lib)
+        except (OSError, AttributeError):  # pragma: no cover - no libc
+            pass
+    return _LIBC or None
+
+
+_LIBC = None
+
+
+def _os_error(ctypes) -> OSError:
+    e = ctypes.get_errno()
+    return OSError(e, os.strerror(e))
+
+
+def _map_cow(fd: int, off: int, shape, populate: bool = False) -> np.ndarray:
     """The float64 (n, m) matrix at byte ``off`` of the file ``fd``, mapped privately
     (MAP_PRIVATE, copy-on-write): reading shares the page cache's pages, writing copies
     the page written; the file never changes. The mapping lives as long as the array
-    (closing ``fd``, renaming or unlinking the file does not end it)."""
+    and holds no descriptor (closing ``fd``, renaming or unlinking the file does not
+    end it; the file's blocks stay allocated until it is gone).
+
+    ``populate``: fault every page in first (MADV_POPULATE_READ, one readahead sweep),
+    so that a file that cannot be read (truncated, an I/O error) raises OSError here
+    rather than SIGBUS on first access; best effort where the kernel lacks it."""
     n, m = (int(s) for s in shape)
     start = off - off % mmap.ALLOCATIONGRANULARITY
-    mm = mmap.mmap(fd, off + 8 * n * m - start, access=mmap.ACCESS_COPY, offset=start)
-    return np.frombuffer(mm, dtype="<f8", count=n * m, offset=off - start).reshape(n, m)
-
-
-def _populate_read(a: np.ndarray) -> None:
-    """Fault the pages of a mapped array in (readahead in one sweep), so that a file
-    that cannot be read gives an OSError here rather than a SIGBUS on first access.
-    Best effort where MADV_POPULATE_READ is missing."""
-    mm = a.base
-    if _MADV_POPULATE_READ is None or not isinstance(mm, mmap.mmap):
-        return
-    try:
-        mm.madvise(_MADV_POPULATE_READ)
-    except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.ENOSYS):   # an older kernel
-            return
-        raise
-    except (ValueError, AttributeError):  # pragma: no cover - no madvise
-        pass
+    length = off + 8 * n * m - start
+    libc = _libc()
+    if libc is None:                        # pragma: no cover - not Linux
+        buf = mmap.mmap(fd, length, access=mmap.ACCESS_COPY, offset=start)
+        if populate and _MADV_POPULATE_READ is not None:
+            try:
+                buf.madvise(_MADV_POPULATE_READ)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+    else:
+        ctypes, lib = libc
+        addr = lib.mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE,
+                        mmap.MAP_PRIVATE, fd, start)
+        if addr is None or addr == ctypes.c_void_p(-1).value:
+            raise _os_error(ctypes)
+        buf = (ctypes.c_char * length).from_address(addr)
+        weakref.finalize(buf, lib.munmap, addr, length)     # with the last view
+        if populate and _MADV_POPULATE_READ is not None:
+            if lib.madvise(addr, length, _MADV_POPULATE_READ) != 0:
+                exc = _os_error(ctypes)
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):   # an older kernel
+                    raise exc
+    return np.frombuffer(buf, dtype="<f8", count=n * m, offset=off - start).reshape(n, m)
 
 
 def _contiguous_dataset(h5py, f, name: str, shape) -> int:
@@ -1476,10 +1521,12 @@ class GramStore:
         to, so the matrix is never held twice. Writing into such an array copies the
         pages written; the file never changes. The mapping stays valid when the entry
         is removed, replaced or pruned (the store never rewrites a complete file, it
-        renames new ones over it). Do not truncate or overwrite entry files by hand
-        while arrays from them are alive: a mapped page that vanished raises SIGBUS.
-        ``True``: every result is a copy in the process's own memory (a hit then reads
-        the file into fresh memory, which costs about as much again).
+        renames new ones over it), though the file's disk blocks stay allocated while
+        the array lives. Do not truncate or overwrite entry files by hand while arrays
+        from them are alive: a mapped page that vanished raises SIGBUS. ``True``: every
+        result is a copy in the process's own memory (a hit then reads the file into
+        fresh memory, which costs about as much again); use it for a store on a network
+        file system shared with other hosts.
 
     Attributes
     ----------

@@ -1102,12 +1102,16 @@ def test_the_mapping_is_really_closed(store, monkeypatch, ooc):
 # -- in-memory results: mapped copy-on-write, or copies -------------------------------------
 
 def _mapped(a) -> bool:
-    """Whether an array's memory is a mapping of a file (its base chain ends in mmap)."""
-    import mmap
-    while a is not None:
-        if isinstance(a, mmap.mmap):
-            return True
-        a = getattr(a, "base", getattr(a, "obj", None))
+    """Whether an array's memory is a private mapping of an entry file (.h5), as the
+    process's memory map (/proc/self/maps) says."""
+    addr = a.__array_interface__["data"][0]
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            parts = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= addr < hi:
+                return parts[1].endswith("p") and ".h5" in (parts[5] if len(parts) > 5
+                                                            else "")
     return False
 
 
@@ -1165,14 +1169,18 @@ def test_copies_where_asked_or_small(tmp_path, monkeypatch):
 def test_an_unreadable_mapping_is_a_corrupt_entry_not_a_crash(store, monkeypatch,
                                                                 results):
     """Mapped hits fault their pages in with madvise(MADV_POPULATE_READ) first: a file
-    the kernel cannot read fails there (EIO / EFAULT) instead of raising SIGBUS on first
-    access; the entry is then removed and recomputed."""
-    X = series(16)
+    that lost its pages (here: truncated after the entry was opened and checked) fails
+    there with EFAULT instead of raising SIGBUS on first access; the entry is removed
+    and recomputed."""
+    X = series(60)
     store.gram(X, kernel=K)
+    path = stored_path(store, X)
+    real = S._map_cow
 
-    def fail(a):
-        raise OSError(errno.EIO, "Input/output error")
-    monkeypatch.setattr(S, "_populate_read", fail)
+    def truncate_first(fd, off, shape, populate=False):
+        os.truncate(path, off + 8)                  # behind the open entry's back
+        return real(fd, off, shape, populate)
+    monkeypatch.setattr(S, "_map_cow", truncate_first)
     if results == "mapped":
         with pytest.warns(CacheWarning, match="cannot map ntk"):
             got = store.gram(X, kernel=K)
@@ -1183,10 +1191,74 @@ def test_an_unreadable_mapping_is_a_corrupt_entry_not_a_crash(store, monkeypatch
     assert np.array_equal(got, ref(X)[0])
 
 
-def test_populate_read_is_best_effort(tmp_path, monkeypatch):
-    a = S._map_cow(os.open(__file__, os.O_RDONLY), 0, (1, 1))
-    S._populate_read(a)                               # the real call: no error
-    monkeypatch.setattr(S, "_MADV_POPULATE_READ", 987654)          # EINVAL: ignored
-    S._populate_read(a)
-    S._populate_read(np.zeros((2, 2)))                # not a mapping: nothing to do
-    assert a.shape == (1, 1)
+def _page_file(tmp_path, pages=8):
+    p = tmp_path / "pages"
+    p.write_bytes(np.arange(512 * pages, dtype="<f8").tobytes())
+    return p
+
+
+def test_map_cow_faults_pages_in_or_fails_cleanly(tmp_path, monkeypatch):
+    p = _page_file(tmp_path)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        a = S._map_cow(fd, 4096, (7, 512), populate=True)      # readable: no error
+        assert np.array_equal(a.ravel(), np.arange(512, 8 * 512))
+        os.truncate(p, 8192)                                   # six pages vanish
+        if S._MADV_POPULATE_READ is not None:
+            with pytest.raises(OSError) as exc:
+                S._map_cow(fd, 4096, (7, 512), populate=True)
+            assert exc.value.errno in (errno.EFAULT, errno.EIO)
+        # a kernel without MADV_POPULATE_READ (EINVAL): best effort, no error
+        monkeypatch.setattr(S, "_MADV_POPULATE_READ", 987654)
+        b = S._map_cow(fd, 4096, (7, 512), populate=True)
+        assert b.shape == (7, 512)                   # (its vanished pages not touched)
+        assert a[0, 0] == 512.0                      # still mapped: the first page
+    finally:
+        os.close(fd)
+
+
+def test_mapped_results_hold_no_file_descriptor(store, results):
+    """A mapped result keeps its mapping, not a descriptor (Python's mmap object would
+    keep a duplicate open for each), so a search may hold many of them."""
+    fds = lambda: len(os.listdir("/proc/self/fd"))         # noqa: E731
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("no /proc/self/fd on this platform")
+    X = series(30)
+    store.gram(X, kernel=K, kind="both")
+    before = fds()
+    held = [store.gram(X, kernel=K, kind="both") for _ in range(20)]
+    assert fds() == before
+    assert all(same(h, ref(X)) for h in held)
+    store.clear()
+    assert fds() == before and all(same(h, ref(X)) for h in held)
+
+
+@pytest.mark.parametrize("how", ["in-place", "rebuild"])
+def test_a_result_returned_by_a_failed_completion_survives_its_resume(store, monkeypatch,
+                                                                       results, how):
+    """A completion that fails (ENOSPC) still returns the matrix -- mapped from the
+    partial file. Resuming that partial entry later (completing it in place, or
+    rebuilding it beside) must leave the array unchanged, and the array's writes must
+    not reach the entry."""
+    X = series(40)
+    expect = ref(X)[0]
+    orig = S._Partial.finalize
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(S._Partial, "finalize", full)
+    with pytest.warns(CacheWarning, match="completing entry"):
+        A = store.gram(X, kernel=K)
+    monkeypatch.setattr(S._Partial, "finalize", orig)
+    assert _mapped(A) == (results == "mapped") and np.array_equal(A, expect)
+    if how == "rebuild":
+        monkeypatch.setattr(S._Partial, "_file_intact", lambda self, path: False)
+    fresh = GramStore(store.path)
+    B = fresh.gram(X, kernel=K)
+    assert fresh.stats["tiles_computed"] == 0 and fresh.stats["tiles_resumed"] > 0
+    assert np.array_equal(A, expect) and np.array_equal(B, expect)
+    A[:] = 0.0
+    with store.lookup(X, kernel=K) as e:
+        e.verify()
+    assert np.array_equal(B, expect) and np.array_equal(GramStore(store.path).gram(
+        X, kernel=K), expect)
