@@ -20,19 +20,25 @@ from ._jit import jit, jit_inline
 
 RELU = 0
 ERF = 1
+#: Read-outs: the spec's (the last time step), or the mean over the walk (an extension:
+#: see ``rntk_numba.params.RNTK``, ``readout="mean"``).
+LAST = 0
+MEAN = 1
 #: Self-kernel variances below this count as 0 for the relu dual (1/sqrt(a) * 1/sqrt(b)
 #: must not overflow).
 TINY_VARIANCE = 1e-300
 
 
 @jit
-def _self_walk(values, offsets, lengths, n_layers, act, sw2, su2, sb2, sh2, sv2):
+def _self_walk(values, offsets, lengths, n_layers, act, sw2, su2, sb2, sh2, sv2,
+               readout):
     """Self-kernels of every sequence.
 
     Returns
     -------
     sig : (n_layers, total_T) -- Sigma[l](t, t)(x, x) at every position of ``values``
-    diag_ntk, diag_nngp : (N,) -- Theta(x, x) and K(x, x), x as the same sample
+    diag_ntk, diag_nngp : (N,) -- Theta(x, x) and K(x, x), x as the same sample (with
+        ``readout == MEAN``: their means over the prefixes x_1..t, t = 1..T)
     """
     n = lengths.shape[0]
     m = values.shape[1]
@@ -45,6 +51,8 @@ def _self_walk(values, offsets, lengths, n_layers, act, sw2, su2, sb2, sh2, sv2)
     th = np.zeros(n_layers + 1)     # Theta
     for i in range(n):
         off = offsets[i]
+        acc_k = 0.0
+        acc_t = 0.0
         for t in range(lengths[i]):
             pos = off + t
             acc = 0.0
@@ -70,8 +78,16 @@ def _self_walk(values, offsets, lengths, n_layers, act, sw2, su2, sb2, sh2, sv2)
                 v[l] = vv
                 vp[l] = vvp
                 th[l] = theta
-        diag_nngp[i] = sv2 * v[n_layers]
-        diag_ntk[i] = diag_nngp[i] + sv2 * vp[n_layers] * th[n_layers]
+            if readout == MEAN:
+                k_t = sv2 * v[n_layers]
+                acc_k += k_t
+                acc_t += k_t + sv2 * vp[n_layers] * th[n_layers]
+        if readout == MEAN:
+            diag_nngp[i] = acc_k / lengths[i]
+            diag_ntk[i] = acc_t / lengths[i]
+        else:
+            diag_nngp[i] = sv2 * v[n_layers]
+            diag_ntk[i] = diag_nngp[i] + sv2 * vp[n_layers] * th[n_layers]
     return sig, diag_ntk, diag_nngp
 
 
@@ -116,7 +132,7 @@ def _cell(started, v_prev, vp_prev, th_prev, b, bp_th, sw2, su2, sb2):
 
 @jit
 def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_layers,
-                   act, sw2, su2, sb2, sv2, lanes, out_ntk, out_nngp):
+                   act, sw2, su2, sb2, sv2, readout, lanes, out_ntk, out_nngp):
     """Theta and K for every pair (rows[a], cols[b]) of a tile.
 
     Lanes are ``lanes`` consecutive columns walked in lock-step against one row. The
@@ -130,6 +146,10 @@ def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_lay
 
     ``diagonal``: rows and cols are the same list (a diagonal tile of a symmetric
     Gram); only b > a is computed. Results: out_*[a, b], shape (len(rows), len(cols)).
+
+    ``readout == MEAN``: the read-out of every cell of a pair's walk (the kernels of the
+    end-aligned prefix pairs) is summed, cells before a lane's start selected to 0, and
+    the sum divided by sqrt(T T').
     """
     nr = rows.shape[0]
     nc = cols.shape[0]
@@ -172,6 +192,8 @@ def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_lay
     # its limit: without the copy, the loop stays scalar for layers >= 2 (5x slower).
     in_b = np.zeros(lanes)
     in_g = np.zeros(lanes)
+    acc_k = np.zeros(lanes)             # MEAN read-out: sums over the walk
+    acc_t = np.zeros(lanes)
     ustart = np.empty(lanes, dtype=np.int64)
     for bi in range(nb):
         b0 = bi * lanes
@@ -187,6 +209,8 @@ def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_lay
             for p in range(lanes):
                 w = min(ti, clen[b0 + p])
                 ustart[p] = tmax - w        # idle lanes (w = 0) never start
+                acc_k[p] = 0.0
+                acc_t[p] = 0.0
             for u in range(tmax - kmax, tmax):
                 pos = base_i + u
                 # input layer: B[1] = <x_t, x'_t'> / m, B'[1] = 0
@@ -228,10 +252,25 @@ def _tile_lockstep(values, offsets, lengths, f1, f2, rows, cols, diagonal, n_lay
                         for p in range(lanes):
                             in_b[p] = v_l[p]
                             in_g[p] = vp_l[p] * th_l[p]
+                if readout == MEAN:
+                    v_t = vs[L - 1]
+                    vp_t = vps[L - 1]
+                    th_t = ths[L - 1]
+                    for p in range(lanes):
+                        k_c = sv2 * v_t[p]
+                        t_c = k_c + sv2 * vp_t[p] * th_t[p]
+                        inside = u >= ustart[p]     # selected, never multiplied
+                        acc_k[p] += k_c if inside else 0.0
+                        acc_t[p] += t_c if inside else 0.0
             for p in range(min(lanes, nc - b0)):
                 b = b0 + p
                 if diagonal and b <= a:
                     continue
-                k_out = sv2 * vs[L - 1, p]
-                out_nngp[a, b] = k_out
-                out_ntk[a, b] = k_out + sv2 * vps[L - 1, p] * ths[L - 1, p]
+                if readout == MEAN:
+                    scale = 1.0 / np.sqrt(float(ti) * float(clen[b]))
+                    out_nngp[a, b] = acc_k[p] * scale
+                    out_ntk[a, b] = acc_t[p] * scale
+                else:
+                    k_out = sv2 * vs[L - 1, p]
+                    out_nngp[a, b] = k_out
+                    out_ntk[a, b] = k_out + sv2 * vps[L - 1, p] * ths[L - 1, p]

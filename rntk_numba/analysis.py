@@ -294,6 +294,9 @@ def _check_kernel(kernel, kind, who):
                         f"{type(kernel).__name__}")
     if kind not in _KINDS:
         raise ValueError(f"{who}: kind must be one of {_KINDS}, got {kind!r}")
+    if kernel.readout != "last":
+        raise ValueError(f"{who}: the gradient is implemented for the spec's read-out "
+                         f"(readout='last'), got readout={kernel.readout!r}")
 
 
 def _pairs(PX, PY, who):

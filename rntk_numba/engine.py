@@ -123,7 +123,7 @@ def prepare(X: PackedSequences, Y: PackedSequences | None, kernel: RNTK) -> Gram
     sw2, su2, sb2, sh2, sv2 = _scalars(kernel)
     sig, dntk, dnngp = _kernels._self_walk(values, offsets, lengths, kernel.n_layers,
                                            kernel.activation_code, sw2, su2, sb2,
-                                           sh2, sv2)
+                                           sh2, sv2, kernel.readout_code)
     f1, f2 = _kernels._self_factors(sig, kernel.activation_code)
     n_rows = X.n
     return GramProblem(kernel, values, offsets, lengths, f1, f2, dntk[:n_rows],
@@ -147,8 +147,8 @@ def compute_tile(problem: GramProblem, tile: Tile):
     sw2, su2, sb2, _, sv2 = _scalars(k)
     _kernels._tile_lockstep(problem.values, problem.offsets, problem.lengths,
                             problem.f1, problem.f2, rows, cols, tile.diagonal,
-                            k.n_layers, k.activation_code, sw2, su2, sb2, sv2, LANES,
-                            ntk_s, nngp_s)
+                            k.n_layers, k.activation_code, sw2, su2, sb2, sv2,
+                            k.readout_code, LANES, ntk_s, nngp_s)
     ntk = np.empty(tile.shape)
     nngp = np.empty(tile.shape)
     if tile.diagonal:

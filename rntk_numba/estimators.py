@@ -301,7 +301,8 @@ class _RNTKParams:
         return RNTKSpec(RNTK(sigma_w=self.sigma_w, sigma_u=self.sigma_u,
                              sigma_b=self.sigma_b, sigma_h=self.sigma_h,
                              sigma_v=self.sigma_v, n_layers=self.n_layers,
-                             activation=self.activation), kind=self.kind)
+                             activation=self.activation,
+                             readout=getattr(self, "readout", "last")), kind=self.kind)
 
 
 #: Iteration cap of every SVM fit (libsvm's default is none). On nearly constant
@@ -348,8 +349,9 @@ class RNTKClassifier(_ClassifierMethods, ClassifierMixin, _RNTKParams, _KernelMo
 
     Parameters
     ----------
-    sigma_w, sigma_u, sigma_b, sigma_h, sigma_v, n_layers, activation
-        The RNTK hyperparameters (see :class:`rntk_numba.RNTK`).
+    sigma_w, sigma_u, sigma_b, sigma_h, sigma_v, n_layers, activation, readout
+        The RNTK hyperparameters (see :class:`rntk_numba.RNTK`; ``readout="mean"`` is
+        an extension outside the spec, often much stronger for classification).
     kind : {"ntk", "nngp"}, default "ntk"
         The RNTK or its NNGP (GP) kernel.
     C : float, default 1.0
@@ -393,7 +395,8 @@ class RNTKClassifier(_ClassifierMethods, ClassifierMixin, _RNTKParams, _KernelMo
 
     def __init__(self, sigma_w=math.sqrt(2.0), sigma_u=1.0, sigma_b=0.0, sigma_h=0.0,
                  sigma_v=1.0, n_layers=1, activation="relu", kind="ntk", C=1.0,
-                 class_weight=None, kernel_scaling="trace", n_jobs=None, cache=None):
+                 class_weight=None, kernel_scaling="trace", n_jobs=None, cache=None,
+                 readout="last"):
         self.sigma_w = sigma_w
         self.sigma_u = sigma_u
         self.sigma_b = sigma_b
@@ -401,6 +404,7 @@ class RNTKClassifier(_ClassifierMethods, ClassifierMixin, _RNTKParams, _KernelMo
         self.sigma_v = sigma_v
         self.n_layers = n_layers
         self.activation = activation
+        self.readout = readout
         self.kind = kind
         self.C = C
         self.class_weight = class_weight
@@ -420,7 +424,7 @@ class RNTKRegressor(RegressorMixin, _RNTKParams, _KernelModel):
 
     Parameters
     ----------
-    sigma_w, sigma_u, sigma_b, sigma_h, sigma_v, n_layers, activation, kind
+    sigma_w, sigma_u, sigma_b, sigma_h, sigma_v, n_layers, activation, readout, kind
         As :class:`RNTKClassifier`.
     alpha : float, default 1e-3
         Ridge penalty (on the scaled kernel, see ``kernel_scaling``).
@@ -438,7 +442,7 @@ class RNTKRegressor(RegressorMixin, _RNTKParams, _KernelModel):
 
     def __init__(self, sigma_w=math.sqrt(2.0), sigma_u=1.0, sigma_b=0.0, sigma_h=0.0,
                  sigma_v=1.0, n_layers=1, activation="relu", kind="ntk", alpha=1e-3,
-                 kernel_scaling="trace", n_jobs=None, cache=None):
+                 kernel_scaling="trace", n_jobs=None, cache=None, readout="last"):
         self.sigma_w = sigma_w
         self.sigma_u = sigma_u
         self.sigma_b = sigma_b
@@ -446,6 +450,7 @@ class RNTKRegressor(RegressorMixin, _RNTKParams, _KernelModel):
         self.sigma_v = sigma_v
         self.n_layers = n_layers
         self.activation = activation
+        self.readout = readout
         self.kind = kind
         self.alpha = alpha
         self.kernel_scaling = kernel_scaling
@@ -590,7 +595,7 @@ class RNTKSearchCV(BaseEstimator):
     ----------
     param_grid : dict of lists, or list of dicts, optional
         RNTK hyperparameters to search (keys: ``sigma_w``, ``sigma_u``, ``sigma_b``,
-        ``sigma_h``, ``sigma_v``, ``n_layers``, ``activation``, ``kind``). Default:
+        ``sigma_h``, ``sigma_v``, ``n_layers``, ``activation``, ``readout``, ``kind``). Default:
         :data:`DEFAULT_RNTK_GRID`. Ignored when ``kernels`` is given.
     kernels : list of KernelSpec, optional
         Explicit kernel settings of any family (e.g. ``grid("RBF", gamma=[...])``):

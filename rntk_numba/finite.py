@@ -131,6 +131,10 @@ def init_params(kernel: RNTK, m: int, width: int, rng, untied: bool = False,
     """
     if not isinstance(kernel, RNTK):
         raise TypeError(f"init_params: kernel must be an RNTK, got {type(kernel).__name__}")
+    if kernel.readout != "last":
+        raise ValueError("init_params: the finite network reads out its last hidden "
+                         "state (readout='last'); the mean read-out's kernel is the "
+                         "mean of the kernels of prefix pairs (see rntk_numba.RNTK)")
     if int(width) < 1 or int(m) < 1:
         raise ValueError(f"init_params: width and m must be >= 1, got {width}, {m}")
     if untied:
@@ -469,6 +473,9 @@ def network_outputs(X, kernel: RNTK, width: int, rng, n_draws: int = 1,
     -------
     ndarray (n_draws, N)
     """
+    if kernel.readout != "last":
+        raise ValueError("network_outputs: the finite network reads out its last "
+                         "hidden state (readout='last')")
     xs, lengths = _batch(X)
     Tmax, N, m = xs.shape
     n = int(width)

@@ -182,6 +182,8 @@ class RNTKSpec(KernelSpec):
             parts.append(f"L={k.n_layers}")
         if k.activation != "relu":
             parts.append(k.activation)
+        if k.readout != "last":
+            parts.append(f"readout={k.readout}")
         if self.kind != "ntk":
             parts.append(self.kind)
         return "RNTK(" + ", ".join(parts) + ")"
@@ -327,8 +329,8 @@ def grid(family: str, **values) -> list:
     ----------
     family : {"RNTK", "NTK", "RBF", "POLY"}
     **values : lists of values for the family's parameters. For "RNTK": the ``RNTK``
-        fields (sigma_w, sigma_u, sigma_b, sigma_h, sigma_v, n_layers, activation) and
-        ``kind``. A scalar is a one-element list.
+        fields (sigma_w, sigma_u, sigma_b, sigma_h, sigma_v, n_layers, activation,
+        readout) and ``kind``. A scalar is a one-element list.
 
     Examples
     --------

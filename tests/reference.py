@@ -246,13 +246,33 @@ def reference_grids(x, y, kernel, same_sample=False, Sx=None, Sy=None):
             "Bp": Bpgrid, "Sx": Sx, "Sy": Sy, "ntk": ntk, "nngp": nngp}
 
 
+def _mean_readout_pair(x, y, kernel, same_sample):
+    """``readout="mean"``, literally by its definition (``rntk_numba.RNTK``): the
+    last-step kernels of the end-aligned prefix pairs (x[:T-k], y[:T'-k]), each from a
+    full grid of its own, summed and divided by sqrt(T T')."""
+    x = as_sequence(x)
+    y = as_sequence(y)
+    last = kernel.replace(readout="last")
+    T, Tp = x.shape[0], y.shape[0]
+    ntk = nngp = 0.0
+    for k in range(min(T, Tp)):
+        g = reference_grids(x[:T - k], y[:Tp - k], last, same_sample=same_sample)
+        ntk += g["ntk"]
+        nngp += g["nngp"]
+    scale = 1.0 / math.sqrt(T * Tp)
+    return ntk * scale, nngp * scale
+
+
 def reference_pair(x, y, kernel, same_sample=False):
-    """RNTK and NNGP kernel of one pair of sequences, from the full grid.
+    """RNTK and NNGP kernel of one pair of sequences, from the full grid (for the
+    mean read-out, from the full grids of its prefix pairs).
 
     Returns
     -------
     (ntk, nngp) : tuple of float
     """
+    if getattr(kernel, "readout", "last") == "mean":
+        return _mean_readout_pair(x, y, kernel, same_sample)
     g = reference_grids(x, y, kernel, same_sample=same_sample)
     return g["ntk"], g["nngp"]
 
@@ -291,6 +311,9 @@ def reference_gram(X, Y=None, kernel=None, kind="ntk"):
                 ntk[i, j], nngp[i, j] = ntk[j, i], nngp[j, i]
                 continue
             same = Y is None and i == j
+            if getattr(kernel, "readout", "last") == "mean":
+                ntk[i, j], nngp[i, j] = _mean_readout_pair(x, y, kernel, same)
+                continue
             g = reference_grids(x, y, kernel, same_sample=same, Sx=Sx, Sy=Sy)
             ntk[i, j], nngp[i, j] = g["ntk"], g["nngp"]
     if kind == "ntk":

@@ -154,3 +154,75 @@ def test_one_step_is_the_mlp_ntk(activation, n_layers):
         _close(gram(X[:, None, :], kernel=k, kind=kind), mlp_ntk(X, kind=kind, **kw))
         _close(gram(X[:, None, :], Y[:, None, :], kernel=k, kind=kind),
                mlp_ntk(X, Y, kind=kind, **kw))
+
+
+# -- the mean read-out (an extension; RNTK(readout="mean")) ----------------------------------
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+@pytest.mark.parametrize("n_layers", [1, 2])
+@pytest.mark.parametrize("sigma_b,sigma_h", [(0.0, 0.0), (0.2, 0.5)])
+def test_mean_readout_matches_its_literal_definition(activation, n_layers, sigma_b,
+                                                     sigma_h):
+    """The engine accumulates the read-out along each pair's walk; the reference sums
+    the last-step kernels of the end-aligned prefix pairs, each from its own full grid,
+    and divides by sqrt(T T')."""
+    rng = np.random.default_rng([n_layers, int(10 * sigma_h), len(activation)])
+    sw = 1.4 if activation == "relu" else 1.1
+    k = RNTK(sigma_w=sw, sigma_b=sigma_b, sigma_h=sigma_h, sigma_v=1.2,
+             n_layers=n_layers, activation=activation, readout="mean")
+    X = _ragged(rng, 5, 2, hi=14)
+    Y = _ragged(rng, 4, 2, hi=14)
+    for args in ((X,), (X, Y), (Y, X)):
+        ntk, nngp = gram(*args, kernel=k, kind="both")
+        Rntk, Rnngp = reference_gram(*args, kernel=k, kind="both")
+        _close(ntk, Rntk)
+        _close(nngp, Rnngp)
+
+
+def test_mean_readout_properties():
+    rng = np.random.default_rng(7)
+    k = RNTK(sigma_b=0.2, sigma_h=0.4, readout="mean")
+    last = k.replace(readout="last")
+    X = _ragged(rng, 30, 1, hi=25)
+    for kind in ("ntk", "nngp"):
+        G = gram(X, kernel=k, kind=kind)
+        assert np.array_equal(G, G.T)
+        assert np.linalg.eigvalsh(G).min() > -1e-10 * np.abs(G).max()     # PSD
+    # one step: the mean of one read-out is the last one
+    one = [x[:1] for x in X]
+    np.testing.assert_array_equal(gram(one, kernel=k), gram(one, kernel=last))
+    # equal lengths: the average over t of the kernels of the first t steps
+    A = rng.standard_normal((4, 9))
+    expect = sum(gram(A[:, :t], kernel=last) for t in range(1, 10)) / 9
+    _close(gram(A, kernel=k), expect, tol=1e-14)
+    # the read-out is part of the kernel's identity (and of cache keys), the spec's
+    # read-out is implied (keys from before the option hold)
+    assert k != last and k.key() != last.key()
+    assert "readout" not in last.canonical and "readout=mean" in k.canonical
+    assert RNTK.from_dict(k.to_dict()) == k
+    with pytest.raises(ValueError, match="readout must be one of"):
+        RNTK(readout="max")
+
+
+def test_mean_readout_through_the_estimators_and_refused_where_unsupported():
+    from rntk_numba import RNTKClassifier, finite
+    from rntk_numba.analysis import kernel_gradient
+    rng = np.random.default_rng(3)
+    X = [np.sin(np.linspace(0, f, int(T))) + 0.05 * rng.standard_normal(int(T))
+         for f, T in zip([1, 1, 1, 6, 6, 6], [20, 30, 25, 40, 22, 31])]
+    y = [0, 0, 0, 1, 1, 1]
+    clf = RNTKClassifier(readout="mean", C=10.0).fit(X, y)
+    assert clf.get_params()["readout"] == "mean"
+    assert clf.kernel_spec_.kernel.readout == "mean" and "readout=mean" in \
+        clf.kernel_spec_.label()
+    np.testing.assert_allclose(                  # (up to the trace scaling's rounding)
+        clf.cross_kernel(X[:2]) * clf.kernel_scale_,
+        gram(X[:2], X, kernel=RNTK(readout="mean")), rtol=1e-14)
+    assert clf.score(X, y) == 1.0
+    k = RNTK(readout="mean")
+    with pytest.raises(ValueError, match="readout"):
+        finite.init_params(k, 1, 4, rng)
+    with pytest.raises(ValueError, match="readout"):
+        finite.network_outputs(X[:2], k, 4, rng)
+    with pytest.raises(ValueError, match="readout"):
+        kernel_gradient(X[:2], X[:2], kernel=k)

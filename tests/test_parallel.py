@@ -15,10 +15,11 @@ def ragged(n, lo=1, hi=40, m=1, seed=0):
 
 
 KERNELS = [RNTK(sigma_b=0.3, sigma_h=0.5),
-           RNTK(sigma_w=1.1, activation="erf", n_layers=2, sigma_b=0.2)]
+           RNTK(sigma_w=1.1, activation="erf", n_layers=2, sigma_b=0.2),
+           RNTK(sigma_b=0.3, sigma_h=0.5, n_layers=2, readout="mean")]
 
 
-@pytest.mark.parametrize("kernel", KERNELS, ids=["relu", "erf-L2"])
+@pytest.mark.parametrize("kernel", KERNELS, ids=["relu", "erf-L2", "relu-L2-mean"])
 def test_tiles_and_jobs_are_bit_identical(kernel):
     X = ragged(70, m=2)
     Y = ragged(23, m=2, seed=1)
