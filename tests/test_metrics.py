@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -141,7 +142,7 @@ def test_ucr_script_end_to_end_and_warm_rerun(tmp_path):
     with open(out / "accuracy.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     have_dtw = importlib.util.find_spec("aeon") is not None      # DTW needs aeon
-    methods = ["RNTK", "NTK", "RBF", "POLY"] + (["DTW"] if have_dtw else [])
+    methods = ["RNTK", "RNTK-mean", "NTK", "RBF", "POLY"] + (["DTW"] if have_dtw else [])
     assert list(rows[0]) == ["dataset"] + methods
     assert [r["dataset"] for r in rows] == ["Coffee", "PickupGestureWiimoteZ"]
     A = np.array([[float(r[m]) for m in methods] for r in rows])
@@ -151,11 +152,14 @@ def test_ucr_script_end_to_end_and_warm_rerun(tmp_path):
         hp = list(csv.DictReader(fh))
     rntk = [r for r in hp if r["method"] == "RNTK"]
     assert len(rntk) == 2 and all(int(r["n_settings"]) == 4 for r in rntk)
+    mean = [r for r in hp if r["method"] == "RNTK-mean"]       # the same grid, mean
+    assert len(mean) == 2 and all(json.loads(r["params"])["readout"] == "mean"
+                                  for r in mean)
     assert int(rntk[0]["n_folds"]) == 10 and int(rntk[1]["n_folds"]) == 5  # capped
     with open(out / "summary.csv", newline="") as fh:
         summ = list(csv.DictReader(fh))
     allk = [r for r in summ if r["group"].startswith("all (2 sets), ours, kernels")]
-    ref = summary_metrics(A[:, :4], ["RNTK", "NTK", "RBF", "POLY"])
+    ref = summary_metrics(A[:, :5], ["RNTK", "RNTK-mean", "NTK", "RBF", "POLY"])
     for r in allk:
         assert float(r["mean"]) == pytest.approx(ref[r["method"]]["mean"], abs=1e-3)
         assert float(r["friedman_rank"]) == pytest.approx(
@@ -167,6 +171,5 @@ def test_ucr_script_end_to_end_and_warm_rerun(tmp_path):
     assert len(list((cache / "dtw").glob("*.npy"))) == (2 if have_dtw else 0)
     assert mod.main(argv) == 0                     # warm: Grams and DTW from the cache
     assert (out / "accuracy.csv").read_bytes() == first
-    import json
     assert json.loads((out / "run.json").read_text())["dtw_cached_sets"] == \
         (2 if have_dtw else 0)

@@ -258,6 +258,61 @@ def test_empirical_ntk_sees_the_same_sample_convention():
     assert Ks[0, 0] - Ks[0, 1] > 0.1 * R[0, 0]
 
 
+def _multihead_ntk(X, kernel, width, rng):
+    """Empirical NTK of ``f(x) = T^-1/2 sum_k sv/sqrt(n) v_k . h[L, T-k](x)``: one RNN
+    (W, U, b and each sequence's h[l,0] shared by all heads) read out at every step by
+    its own head v_k, k = steps before the last. Assembled from the single-head
+    network's per-sample gradients of the prefixes x[:T-k] (head v_k, the sequence's
+    own initial state): the shared parameters' gradients add up over the heads, each
+    head's gradient is its own."""
+    last = kernel.replace(readout="last")
+    N, m = len(X), X[0].shape[1]
+    lengths = np.array([x.shape[0] for x in X])
+    params = finite.init_params(last, m, width, rng)
+    h0 = finite.draw_initial_states(last, N, width, rng)
+    heads = rng.standard_normal((lengths.max(), width))
+    shared, own = None, np.zeros((N, lengths.max(), width))
+    for k in range(lengths.max()):
+        idx = np.flatnonzero(lengths > k)
+        p = params.copy()
+        p.v = heads[k]
+        g = finite.per_sample_gradients(p, [X[i][:lengths[i] - k] for i in idx],
+                                        h0[:, idx])
+        flat = np.concatenate([a.reshape(idx.size, -1)
+                               for a in (*g["W"], *g["U"], *g["b"])], axis=1)
+        if shared is None:
+            shared = np.zeros((N, flat.shape[1]))
+        shared[idx] += flat
+        own[idx, k] = g["v"]
+    scale = 1.0 / np.sqrt(lengths)
+    shared *= scale[:, None]
+    own = own.reshape(N, -1) * scale[:, None]
+    return shared @ shared.T + own @ own.T
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_mean_readout_is_the_kernel_of_a_network_with_a_head_per_step(n_layers):
+    """RNTK(readout="mean") (its literal reference: the mean of the kernels of the
+    end-aligned prefix pairs) is the infinite-width NTK of the multi-head network of
+    ``_multihead_ntk``: the empirical NTK converges to it, its error shrinking like
+    width^-1/2 (the cross terms of different heads vanish only in the limit)."""
+    rng = np.random.default_rng(60 + n_layers)
+    X = _ragged(rng, [3, 5, 4, 2, 5])
+    k = RNTK(sigma_b=0.2, sigma_h=0.5, n_layers=n_layers, readout="mean")
+    R = reference_gram(X, kernel=k)
+    errors, means = {}, {}
+    for n in (128, 512):
+        Ks = np.array([_multihead_ntk(X, k, n, np.random.default_rng(n * 1000 + s))
+                       for s in range(_CONV_SEEDS)])
+        errors[n] = np.mean([_rel(K, R) for K in Ks])
+        means[n] = _rel(Ks.mean(axis=0), R)
+    ratio = errors[512] / errors[128]
+    assert 0.3 <= ratio <= 0.7, (errors, ratio)
+    assert means[512] < 0.05, means
+    # and it is not the single head on the last step
+    assert _rel(reference_gram(X, kernel=k.replace(readout="last")), R) > 0.1
+
+
 # -- gradient descent (spec section 5) ------------------------------------------------
 def test_train_gd_follows_its_linearisation():
     rng = np.random.default_rng(60)
