@@ -26,9 +26,9 @@ rerun only loads them; DTW distance matrices are cached as ``.npy`` files in
 
 Writes to ``--out`` (default ``results/ucr``):
 
-* ``accuracy.csv`` -- ``dataset,RNTK,RNTK-mean,NTK,RBF,POLY,DTW``: test accuracy in
-  percent (RNTK-mean: the same RNTK grid with ``readout="mean"``, an extension outside
-  the spec; see ``rntk_numba.RNTK``);
+* ``accuracy.csv`` -- ``dataset,RNTK,NTK,RBF,POLY,DTW``: test accuracy in percent (with
+  ``--methods ...,RNTK-mean,...`` also RNTK-mean: the same RNTK grid with
+  ``readout="mean"``, an extension outside the spec; see ``rntk_numba.RNTK``);
 * ``hyperparameters.csv`` -- per data set and method: the chosen kernel and C, the CV
   accuracy, the number of settings and folds, and the times (Gram, CV, refit, test);
 * ``cv_results.csv`` -- every (setting, C) of every search: mean / std CV accuracy;
@@ -44,6 +44,7 @@ Examples::
 
     python scripts/ucr_classification.py --data-dir ../shared/ucr --out results/ucr
     python scripts/ucr_classification.py --data-dir ../shared/ucr --datasets GunPoint,Coffee
+    python scripts/ucr_classification.py --data-dir ../shared/ucr --methods RNTK,RNTK-mean,NTK,RBF,POLY,DTW
     python scripts/ucr_classification.py --data-dir ~/UCRArchive_2018 --n-jobs 8
 """
 
@@ -127,6 +128,9 @@ for _g in GRIDS.values():
 RNTK_METHODS = ("RNTK", "RNTK-mean")
 KERNEL_METHODS = ("RNTK", "RNTK-mean", "NTK", "RBF", "POLY")
 METHODS = KERNEL_METHODS + ("DTW",)
+#: What runs without --methods: the paper's comparison (RNTK-mean is asked for by name;
+#: it doubles the RNTK's share of the run).
+DEFAULT_METHODS = ("RNTK", "NTK", "RBF", "POLY", "DTW")
 PAPER_METHODS = ("RNTK", "NTK", "RBF", "POLY")
 
 
@@ -147,7 +151,8 @@ def parse_args(argv=None):
     p.add_argument("--cache", default="cache",
                    help="Gram store directory (default cache/); 'none' disables it")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated subset of {','.join(METHODS)} (default: all; "
+                   help=f"comma-separated subset of {','.join(METHODS)} (default: "
+                        f"{','.join(DEFAULT_METHODS)}; RNTK-mean: the mean read-out; "
                         f"DTW needs aeon: pip install -e '.[bench]')")
     p.add_argument("--grid", choices=sorted(GRIDS), default="full",
                    help="hyperparameter grids (quick: a smoke run)")
@@ -160,7 +165,7 @@ def parse_args(argv=None):
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
     explicit = args.methods is not None
-    args.methods = [m.strip() for m in (args.methods or ",".join(METHODS)).split(",")
+    args.methods = [m.strip() for m in (args.methods or ",".join(DEFAULT_METHODS)).split(",")
                     if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
