@@ -56,9 +56,9 @@ class RNTK:
         k from the last step: ``f(x) = T**-0.5 * sum_k sv/sqrt(n) v_k . h[L, T-k](x)``
         with independent ``v_k`` (the cross terms of different heads vanish in the
         limit). It is not the kernel of one head on the mean of the hidden states,
-        which would couple different time steps. Positive semi-definite, and no
-        costlier than "last". On the UCR benchmark it is much stronger than "last"
-        (see BENCHMARKS.md).
+        which would couple different time steps. Positive semi-definite; about 15 %
+        costlier than "last" (the sum along the walk). On the UCR benchmark it is much
+        stronger than "last" (see BENCHMARKS.md).
 
     Examples
     --------
