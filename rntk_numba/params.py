@@ -56,7 +56,7 @@ class RNTK:
         k from the last step: ``f(x) = T**-0.5 * sum_k sv/sqrt(n) v_k . h[L, T-k](x)``
         with independent ``v_k`` (the cross terms of different heads vanish in the
         limit). It is not the kernel of one head on the mean of the hidden states,
-        which would couple different time steps. Positive semi-definite; about 15 %
+        which would couple different time steps. Positive semi-definite; about 8-15 %
         costlier than "last" (the sum along the walk). On the UCR benchmark it is much
         stronger than "last" (see BENCHMARKS.md).
 
