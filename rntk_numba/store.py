@@ -356,7 +356,8 @@ def _kernel_short(d: dict) -> str:
     try:
         return (f"{d['activation']} L={d['n_layers']} sw={d['sigma_w']:.4g} "
                 f"su={d['sigma_u']:.4g} sb={d['sigma_b']:.4g} sh={d['sigma_h']:.4g} "
-                f"sv={d['sigma_v']:.4g}")
+                f"sv={d['sigma_v']:.4g}"
+                + ("" if d.get("readout", "last") == "last" else f" {d['readout']}"))
     except (KeyError, TypeError, ValueError):
         return "?"
 

@@ -1262,3 +1262,17 @@ def test_a_result_returned_by_a_failed_completion_survives_its_resume(store, mon
         e.verify()
     assert np.array_equal(B, expect) and np.array_equal(GramStore(store.path).gram(
         X, kernel=K), expect)
+
+
+def test_the_mean_readout_is_its_own_entry_and_shows_in_ls(store, capsys):
+    X = series(12)
+    last, mean = K, K.replace(readout="mean")
+    a, b = store.gram(X, kernel=last), store.gram(X, kernel=mean)
+    assert store.stats["misses"] == 2 and not np.array_equal(a, b)
+    assert np.array_equal(b, gram(X, kernel=mean)) and store.key(X, kernel=last) != \
+        store.key(X, kernel=mean)
+    capsys.readouterr()
+    assert cli(["cache", "--dir", str(store.path), "ls"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if "sw=" in r]
+    assert len(rows) == 2 and sum(r.rstrip().endswith("mean") or " mean " in r
+                                  for r in rows) == 1
