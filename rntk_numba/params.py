@@ -47,8 +47,8 @@ class RNTK:
     activation : {"relu", "erf"}, default "relu"
     readout : {"last", "mean"}, default "last"
         ``"last"``: the spec's network, whose read-out sees the last hidden state.
-        ``"mean"`` (an extension, outside the spec): the mean of the kernels of the
-        end-aligned prefix pairs along the walk,
+        ``"mean"`` (an extension, outside the spec): the kernels of the end-aligned
+        prefix pairs along the walk, summed and divided by sqrt(T T'),
         ``K_mean(x, x') = (T T')**-0.5 * sum_{k < min(T, T')} K(x[:T-k], x'[:T'-k])``
         (the same for Theta): for equal lengths the average over t of the kernel
         between the first t steps of both series. It is the infinite-width kernel of

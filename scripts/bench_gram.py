@@ -97,7 +97,8 @@ def baseline_gram(X, k: RNTK):
     sw2, su2, sb2, sh2, sv2 = (k.sigma_w ** 2, k.sigma_u ** 2, k.sigma_b ** 2,
                                k.sigma_h ** 2, k.sigma_v ** 2)
     sig, diag, _ = _kernels._self_walk(P.values, P.offsets, P.lengths, k.n_layers,
-                                       k.activation_code, sw2, su2, sb2, sh2, sv2)
+                                       k.activation_code, sw2, su2, sb2, sh2, sv2,
+                                       _kernels.LAST)
     return _baseline_gram(P.values, P.offsets, P.lengths, sig, diag, k.n_layers,
                           k.activation == "relu", sw2, su2, sb2, sv2)
 

@@ -122,7 +122,8 @@ GRIDS = {
     },
 }
 # "RNTK-mean": the same RNTK grid with the mean read-out (RNTK(readout="mean"), an
-# extension outside the spec: the mean of the kernels of the end-aligned prefix pairs).
+# extension outside the spec: the kernels of the end-aligned prefix pairs, summed and
+# divided by sqrt(T T')).
 for _g in GRIDS.values():
     _g["RNTK-mean"] = dict(_g["RNTK"], readout=["mean"])
 RNTK_METHODS = ("RNTK", "RNTK-mean")

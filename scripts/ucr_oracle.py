@@ -45,7 +45,7 @@ def oracle(name, args, grids):
         specs = U.kernel_specs(method, grids, max(lengths))
         best = (-1.0, None, None)
         for spec in specs:
-            cache = args.cache if method == "RNTK" else None
+            cache = args.cache if method in U.RNTK_METHODS else None
             Ktr = np.asarray(spec.gram(Xtr, n_jobs=args.n_jobs, cache=cache))
             Kte = np.asarray(spec.gram(Xte, Xtr, n_jobs=args.n_jobs))
             d_tr, d_te = np.diag(Ktr).copy(), spec.diag(Xte)

@@ -226,3 +226,37 @@ def test_mean_readout_through_the_estimators_and_refused_where_unsupported():
         finite.network_outputs(X[:2], k, 4, rng)
     with pytest.raises(ValueError, match="readout"):
         kernel_gradient(X[:2], X[:2], kernel=k)
+
+
+def _prefix_oracle(X, Y, k):
+    """The mean read-out from its definition, by the last-step engine on explicit
+    prefixes (one Gram per number k of steps dropped from the end)."""
+    last = k.replace(readout="last")
+    Ys = X if Y is None else Y
+    tx = np.array([len(x) for x in X])
+    ty = np.array([len(y) for y in Ys])
+    out = np.zeros((len(X), len(Ys)))
+    for d in range(min(tx.max(), ty.max())):
+        i, j = np.flatnonzero(tx > d), np.flatnonzero(ty > d)
+        if i.size == 0 or j.size == 0:
+            continue
+        PX = [X[a][:tx[a] - d] for a in i]
+        G = gram(PX, kernel=last) if Y is None else \
+            gram(PX, [Ys[b][:ty[b] - d] for b in j], kernel=last)
+        out[np.ix_(i, j)] += G
+    return out / np.sqrt(np.outer(tx, ty))
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+def test_mean_readout_at_scale_entry_by_entry(activation):
+    """Many lanes (more than 64 columns) and lengths 1..200, so that most lanes of a
+    batch start late; every entry compared on its own scale."""
+    rng = np.random.default_rng(11)
+    k = RNTK(sigma_w=1.4 if activation == "relu" else 1.1, sigma_b=0.3, sigma_h=0.4,
+             n_layers=2, activation=activation, readout="mean")
+    X = [rng.standard_normal((int(T), 2)) for T in rng.integers(1, 201, 80)]
+    Y = [rng.standard_normal((int(T), 2)) for T in rng.integers(1, 201, 30)]
+    for args in ((X, None), (X, Y)):
+        G = gram(args[0], args[1], kernel=k, tile_size=37)
+        O = _prefix_oracle(args[0], args[1], k)
+        assert np.max(np.abs(G - O) / np.abs(O)) < 1e-12

@@ -242,3 +242,19 @@ def test_length_sorted_computation_lands_in_the_original_positions(ragged_side):
     G = gram(X, kernel=k, tile_size=4)
     assert np.array_equal(G, G.T)
     assert G[1, 2] == gram([X[1], X[2]], kernel=k)[0, 1]
+
+
+def test_the_benchmark_baseline_loop_still_runs_and_agrees():
+    """scripts/bench_gram.py's one-pair-at-a-time baseline calls the jitted core
+    directly: it must follow the core's signature and agree with gram()."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "bench_gram.py")
+    spec = importlib.util.spec_from_file_location("bench_gram", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    X = ragged(9, lo=2, hi=15)
+    k = RNTK(sigma_b=0.2, sigma_h=0.3)
+    G = mod.baseline_gram(X, k)
+    ref = gram(X, kernel=k)
+    assert np.abs(G - ref).max() <= 1e-12 * np.abs(ref).max()
