@@ -21,12 +21,12 @@ _SEARCH_GRID = {"sigma_w": [1.34, math.sqrt(2.0), 1.47], "sigma_b": [0.0, 0.05, 
 def run_demo(*, sigma_w: float = math.sqrt(2.0), sigma_b: float = 0.0,
              sigma_h: float = 0.0, n_layers: int = 1, activation: str = "relu",
              search: bool = False, n_jobs=None, cache=None, cv: int = 10,
-             out=None) -> dict:
+             out=None, readout: str = "last") -> dict:
     """Run the demo and print a small report.
 
     Parameters
     ----------
-    sigma_w, sigma_b, sigma_h, n_layers, activation
+    sigma_w, sigma_b, sigma_h, n_layers, activation, readout
         The RNTK hyperparameters (``sigma_u = sigma_v = 1``). Ignored for sigma_w and
         sigma_b when ``search`` is true.
     search : bool
@@ -67,10 +67,11 @@ def run_demo(*, sigma_w: float = math.sqrt(2.0), sigma_b: float = 0.0,
           f"test set.", file=out)
     if search:
         grid_ = dict(_SEARCH_GRID, sigma_h=[sigma_h], n_layers=[n_layers],
-                     activation=[activation])
+                     activation=[activation], readout=[readout])
     else:
         grid_ = {"sigma_w": [sigma_w], "sigma_b": [sigma_b], "sigma_h": [sigma_h],
-                 "n_layers": [n_layers], "activation": [activation]}
+                 "n_layers": [n_layers], "activation": [activation],
+                 "readout": [readout]}
     results = {"data": {"name": "GunPoint", "n_train": len(Xtr), "n_test": len(Xte)}}
     runs = [("RNTK", RNTKSearchCV(grid_, C=_C_GRID, cv=cv, n_jobs=n_jobs, cache=cache)),
             ("RBF", RNTKSearchCV(kernels=grid("RBF", gamma=list(_GAMMA_GRID)),
@@ -85,11 +86,12 @@ def run_demo(*, sigma_w: float = math.sqrt(2.0), sigma_b: float = 0.0,
                          "kernel": search_cv.best_kernel_.label(), "seconds": seconds,
                          "n_settings": len(search_cv.cv_results_["mean_test_score"])}
     print("", file=out)
-    print(f"{'method':<6} {'chosen kernel':<42} {'C':>7} {'CV acc':>7} {'test acc':>9} "
-          f"{'paper':>7} {'time':>7}", file=out)
+    width = max(42, *(len(results[n]["kernel"]) for n in ("RNTK", "RBF")))
+    print(f"{'method':<6} {'chosen kernel':<{width}} {'C':>7} {'CV acc':>7} "
+          f"{'test acc':>9} {'paper':>7} {'time':>7}", file=out)
     for name in ("RNTK", "RBF"):
         r = results[name]
-        print(f"{name:<6} {r['kernel']:<42} {r['params']['C']:>7g} "
+        print(f"{name:<6} {r['kernel']:<{width}} {r['params']['C']:>7g} "
               f"{100 * r['cv_accuracy']:>6.2f}% {100 * r['test_accuracy']:>8.2f}% "
               f"{PAPER_GUNPOINT[name]:>6.2f}% {r['seconds']:>6.2f}s", file=out)
     print("", file=out)
@@ -101,7 +103,7 @@ def run_demo(*, sigma_w: float = math.sqrt(2.0), sigma_b: float = 0.0,
 def _main(args) -> int:
     run_demo(sigma_w=args.sigma_w, sigma_b=args.sigma_b, sigma_h=args.sigma_h,
              n_layers=args.n_layers, activation=args.activation, search=args.search,
-             n_jobs=args.n_jobs, cache=args.cache, cv=args.cv)
+             n_jobs=args.n_jobs, cache=args.cache, cv=args.cv, readout=args.readout)
     return 0
 
 
@@ -119,6 +121,9 @@ def register(subparsers) -> None:
                    help="initial hidden state scale (default 0)")
     p.add_argument("--n-layers", type=int, default=1, help="recurrent layers (default 1)")
     p.add_argument("--activation", choices=("relu", "erf"), default="relu")
+    p.add_argument("--readout", choices=("last", "mean"), default="last",
+                   help="last: the paper's read-out; mean: the mean read-out, an "
+                        "extension (see rntk_numba.RNTK)")
     p.add_argument("--search", action="store_true",
                    help="also choose sigma_w and sigma_b by cross-validation")
     p.add_argument("--cv", type=int, default=10, help="cross-validation folds (10)")

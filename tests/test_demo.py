@@ -59,3 +59,13 @@ def test_rntk_demo_bad_argument_is_a_clear_error():
                           timeout=300)
     assert proc.returncode == 2
     assert "sigma_w must be finite, >= 0" in proc.stderr
+
+
+def test_run_demo_with_the_mean_readout():
+    buf = io.StringIO()
+    res = run_demo(n_jobs=2, out=buf, readout="mean")
+    assert res["RNTK"]["params"]["readout"] == "mean"
+    assert "readout=mean" in res["RNTK"]["kernel"] and "readout=mean" in buf.getvalue()
+    assert res["RNTK"]["test_accuracy"] >= 0.90
+    args = build_parser().parse_args(["demo", "--readout", "mean"])
+    assert args.readout == "mean"
