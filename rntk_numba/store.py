@@ -1050,7 +1050,9 @@ def _map_cow(fd: int, off: int, shape, populate: bool = False) -> np.ndarray:
         if addr is None or addr == ctypes.c_void_p(-1).value:
             raise _os_error(ctypes)
         buf = (ctypes.c_char * length).from_address(addr)
-        weakref.finalize(buf, lib.munmap, addr, length)     # with the last view
+        # unmapped with the last view -- but not at interpreter exit, where an atexit
+        # handler might still read the array (the process's end unmaps it anyway)
+        weakref.finalize(buf, lib.munmap, addr, length).atexit = False
         if populate and _MADV_POPULATE_READ is not None:
             if lib.madvise(addr, length, _MADV_POPULATE_READ) != 0:
                 exc = _os_error(ctypes)

@@ -1276,3 +1276,26 @@ def test_the_mean_readout_is_its_own_entry_and_shows_in_ls(store, capsys):
     rows = [r for r in capsys.readouterr().out.splitlines() if "sw=" in r]
     assert len(rows) == 2 and sum(r.rstrip().endswith("mean") or " mean " in r
                                   for r in rows) == 1
+
+
+def test_a_mapped_result_stays_readable_in_atexit_handlers(tmp_path):
+    """The mapping is not undone at interpreter exit: an atexit handler registered
+    before the store was used (so run after weakref's own exit hook) may still read a
+    mapped result (unmapping it there made the process segfault)."""
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import atexit, numpy as np\n"
+        "held = {}\n"
+        "atexit.register(lambda: print('sum', float(held['G'].sum()), flush=True))\n"
+        "import rntk_numba.store as S\n"
+        "from rntk_numba import RNTK\n"
+        "S.MAP_MIN_BYTES = 0\n"
+        f"store = S.GramStore({str(tmp_path / 's')!r})\n"
+        "X = [np.sin(np.arange(10) * f) for f in (0.1, 0.2, 0.3, 0.5)]\n"
+        "store.gram(X, kernel=RNTK())\n"
+        "held['G'] = store.gram(X, kernel=RNTK())\n"
+        "assert store.stats['hits'] == 1\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert res.stdout.startswith("sum ")
