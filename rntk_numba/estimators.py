@@ -302,7 +302,7 @@ class _RNTKParams:
                              sigma_b=self.sigma_b, sigma_h=self.sigma_h,
                              sigma_v=self.sigma_v, n_layers=self.n_layers,
                              activation=self.activation,
-                             readout=getattr(self, "readout", "last")), kind=self.kind)
+                             readout=self.readout), kind=self.kind)
 
 
 #: Iteration cap of every SVM fit (libsvm's default is none). On nearly constant

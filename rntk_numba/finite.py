@@ -108,6 +108,14 @@ class RNNParams:
                                    b=[b.copy() for b in self.b], v=self.v.copy())
 
 
+def _require_last_readout(kernel: RNTK, who: str) -> None:
+    if kernel.readout != "last":
+        raise ValueError(f"{who}: the finite network reads out its last hidden state "
+                         f"(readout='last'); the mean read-out's kernel is that of the "
+                         f"end-aligned prefix pairs, summed and scaled (see "
+                         f"rntk_numba.RNTK)")
+
+
 def init_params(kernel: RNTK, m: int, width: int, rng, untied: bool = False,
                 T: int | None = None) -> RNNParams:
     """Draw NTK-initialised parameters: every entry i.i.d. N(0, 1).
@@ -131,10 +139,7 @@ def init_params(kernel: RNTK, m: int, width: int, rng, untied: bool = False,
     """
     if not isinstance(kernel, RNTK):
         raise TypeError(f"init_params: kernel must be an RNTK, got {type(kernel).__name__}")
-    if kernel.readout != "last":
-        raise ValueError("init_params: the finite network reads out its last hidden "
-                         "state (readout='last'); the mean read-out's kernel is the "
-                         "mean of the kernels of prefix pairs (see rntk_numba.RNTK)")
+    _require_last_readout(kernel, "init_params")
     if int(width) < 1 or int(m) < 1:
         raise ValueError(f"init_params: width and m must be >= 1, got {width}, {m}")
     if untied:
@@ -473,9 +478,7 @@ def network_outputs(X, kernel: RNTK, width: int, rng, n_draws: int = 1,
     -------
     ndarray (n_draws, N)
     """
-    if kernel.readout != "last":
-        raise ValueError("network_outputs: the finite network reads out its last "
-                         "hidden state (readout='last')")
+    _require_last_readout(kernel, "network_outputs")
     xs, lengths = _batch(X)
     Tmax, N, m = xs.shape
     n = int(width)

@@ -147,6 +147,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import hashlib
 import json
 import mmap
@@ -492,11 +493,16 @@ class GramArray:
                     bad = sum(ex.map(read_bands, np.array_split(bands, 2)), [])
         except OSError as exc:
             self._entry._corrupt(f"cannot read {self.kind}: {exc}")
-        if bad:
+        self._fail_bands(bad)
+        return out
+
+    def _fail_bands(self, bad) -> None:
+        """CorruptEntryError naming the bands that failed their checksums, if any; else
+        every band counts as verified."""
+        if len(bad):
             self._entry._corrupt(f"checksum mismatch in {self.kind} "
                                  f"{self._rows_of(int(bad[0]))} ({len(bad)} band(s))")
         self._verified[:] = True
-        return out
 
     def mapped(self) -> np.ndarray:
         """The whole matrix mapped copy-on-write from the entry's file (see
@@ -507,24 +513,7 @@ class GramArray:
             a = _map_cow(self._entry._fd, off, self.shape, populate=True)
         except (OSError, ValueError) as exc:
             self._entry._corrupt(f"cannot map {self.kind}: {exc}")
-        band, crc = self._band, self._crc
-
-        def check(bands):
-            return [b for b in bands
-                    if _checksum.checksum(a[b * band:(b + 1) * band]) != int(crc[b])]
-
-        bands = np.arange(crc.size)
-        if a.nbytes < (32 << 20):
-            bad = check(bands)
-        else:                                # the checksum releases the GIL
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(2) as ex:
-                bad = sum(ex.map(check, np.array_split(bands, 2)), [])
-        if bad:
-            del a
-            self._entry._corrupt(f"checksum mismatch in {self.kind} "
-                                 f"{self._rows_of(int(bad[0]))} ({len(bad)} band(s))")
-        self._verified[:] = True
+        self._fail_bands(np.flatnonzero(_band_crcs(a, self._band) != self._crc))
         return a
 
     def verify(self) -> None:
@@ -605,8 +594,8 @@ class GramEntry:
     kinds : tuple of str -- the kernels stored: ``("ntk",)``, ``("nngp",)`` or both
 
     ``array(kind)`` gives a lazily verified :class:`GramArray`, ``read(kind)`` an
-    in-memory copy (``kind="both"``: a tuple; ``copy=False``: mapped copy-on-write), ``take(rows, cols, kind)`` a verified
-    sub-matrix. Opening checks the format, the completeness mark, the key and the
+    in-memory copy (``kind="both"``: a tuple; ``copy=False``: mapped copy-on-write),
+    ``take(rows, cols, kind)`` a verified sub-matrix. Opening checks the format, the completeness mark, the key and the
     shapes; a file that fails raises :class:`CorruptEntryError`.
     """
 
@@ -990,30 +979,26 @@ _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ",
 MAP_MIN_BYTES = 8 << 20
 
 
+@functools.lru_cache(maxsize=None)
 def _libc():
-    """libc's mmap / munmap / madvise through ctypes, or None (not Linux, or a 32-bit
-    off_t). Python's own mmap object keeps a duplicate of the file's descriptor open
-    for as long as it lives (before Python 3.13): every result mapped with it would
-    hold one, and a search keeping a thousand results would reach the usual limit."""
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = False
-        try:
-            import ctypes
-            lib = ctypes.CDLL(None, use_errno=True)
-            if ctypes.sizeof(ctypes.c_long) == 8 and sys.platform.startswith("linux"):
-                lib.mmap.restype = ctypes.c_void_p
-                lib.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
-                                     ctypes.c_int, ctypes.c_int, ctypes.c_long)
-                lib.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-                lib.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-                _LIBC = (ctypes, lib)
-        except (OSError, AttributeError):  # pragma: no cover - no libc
-            pass
-    return _LIBC or None
-
-
-_LIBC = None
+    """(ctypes, libc) with mmap / munmap / madvise declared, or None (not Linux, or a
+    32-bit off_t). Python's own mmap object keeps a duplicate of the file's descriptor
+    open for as long as it lives (before Python 3.13): every result mapped with it
+    would hold one, and a search keeping a thousand results would reach the usual
+    limit."""
+    import ctypes
+    if ctypes.sizeof(ctypes.c_long) != 8 or not sys.platform.startswith("linux"):
+        return None                    # pragma: no cover - not Linux
+    try:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.mmap.restype = ctypes.c_void_p
+        lib.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                             ctypes.c_int, ctypes.c_int, ctypes.c_long)
+        lib.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        lib.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    except (OSError, AttributeError):  # pragma: no cover - no libc
+        return None
+    return ctypes, lib
 
 
 def _os_error(ctypes) -> OSError:
@@ -2012,10 +1997,11 @@ class GramStore:
         permuted = order is not None
 
         # mapped (GramStore(copy=False)): the tiles go only into the entry's file, and
-        # the result is that file's pages, mapped copy-on-write -- never a second copy
+        # the result is that file's pages, mapped copy-on-write -- never a second copy.
+        # So in memory without arrays ("mem" None, not out of core) means mapped.
         mapped = (part is not None and part.sink == "file" and not ooc
                   and not self._copies(shape))
-        state = {"part": part, "mapped": mapped,
+        state = {"part": part,
                  "mem": None if ooc or mapped else {k: np.empty(shape) for k in kinds}}
         have = set()                      # tiles present in state["mem"]
 
@@ -2038,7 +2024,6 @@ class GramStore:
                                   f"Gram failed: {exc}; the partial entry is kept and "
                                   f"resumes when space is available") from exc
                 state["mem"] = {k: np.empty(shape) for k in kinds}
-                state["mapped"] = False
                 for t in plan:
                     if t.index in p.done:
                         blocks = p.read_tile(t)
@@ -2085,7 +2070,7 @@ class GramStore:
             # Out of core, tiles are handed to the executor in batches: run_tiles
             # streams results as they finish, and without this bound finished tiles
             # would pile up in memory whenever the disk is slower than the workers.
-            if state["mem"] is not None or state["mapped"]:
+            if state["mem"] is not None or not ooc:      # in memory, or mapped
                 run_tiles(problem, tiles, on_tile, n_jobs=n_jobs, progress=progress,
                           description=f"gram {key[:8]}")
                 return
@@ -2124,7 +2109,7 @@ class GramStore:
                 state["part"] = None
                 # the result: the arrays in memory, or the file's pages (mapped before
                 # the completion closes the file; renaming it keeps them valid)
-                res = part.cow_views(_kinds_of(kind)) if state["mapped"] else mem
+                res = mem if mem is not None or ooc else part.cow_views(_kinds_of(kind))
                 if (self.background and not handles and res is not None
                         and lock is not None and part.sink == "file"):
                     # the caller owns the arrays; the thread checksums the file
