@@ -84,7 +84,7 @@ def hit_and_overhead(n, T, reps, n_jobs, root, warm_mb=0):
     keep = None
     order_rng = np.random.default_rng(1234)
     for r in range(reps):
-        # the four runs of a round in a random (seeded) order: what the run before
+        # the runs of a round in a random (seeded) order: what the run before
         # leaves behind (memory just freed, page cache) must not favour any mode
         for i in order_rng.permutation(len(modes)):
             mode, background, durable, copy = modes[i]

@@ -1191,14 +1191,9 @@ def test_an_unreadable_mapping_is_a_corrupt_entry_not_a_crash(store, monkeypatch
     assert np.array_equal(got, ref(X)[0])
 
 
-def _page_file(tmp_path, pages=8):
-    p = tmp_path / "pages"
-    p.write_bytes(np.arange(512 * pages, dtype="<f8").tobytes())
-    return p
-
-
 def test_map_cow_faults_pages_in_or_fails_cleanly(tmp_path, monkeypatch):
-    p = _page_file(tmp_path)
+    p = tmp_path / "pages"                                     # eight 4 KiB pages
+    p.write_bytes(np.arange(512 * 8, dtype="<f8").tobytes())
     fd = os.open(p, os.O_RDONLY)
     try:
         a = S._map_cow(fd, 4096, (7, 512), populate=True)      # readable: no error
