@@ -178,6 +178,8 @@ class RNTKSpec(KernelSpec):
                  f"sigma_h={_fmt(k.sigma_h)}"]
         if k.sigma_u != 1.0:
             parts.append(f"sigma_u={_fmt(k.sigma_u)}")
+        if k.sigma_v != 1.0:
+            parts.append(f"sigma_v={_fmt(k.sigma_v)}")
         if k.n_layers != 1:
             parts.append(f"L={k.n_layers}")
         if k.activation != "relu":
