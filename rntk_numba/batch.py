@@ -412,7 +412,7 @@ def run(args) -> int:
     except Exception as exc:
         _log(f"rntk gram: failed: {type(exc).__name__}: {exc}")
         return 1
-    summary = {"store": str(store.path), "inputs": info, "kind": args.kind,
+    summary = {"store": os.path.abspath(store.path), "inputs": info, "kind": args.kind,
                "settings": rows, "out": args.out,
                "computed": sum(r["status"] != "hit" for r in rows),
                "hits": sum(r["status"] == "hit" for r in rows),

@@ -350,3 +350,21 @@ def test_scheduler_unreachable_exit_1(tmp_path):
     rc, out, err = rntk("gram", "x.npy", "--scheduler", "tcp://127.0.0.1:9",
                         "--connect-timeout", "1", "--cache", "c", cwd=tmp_path, timeout=120)
     assert rc == 1 and "Dask scheduler" in err
+
+
+def test_tsv_and_ts_inputs(tmp_path):
+    """UCR .tsv (NaN-padded rows: ragged) and multichannel .ts files, used as given."""
+    (tmp_path / "x.tsv").write_text("1\t0.5\t0.25\t1\t2\n2\t0.1\t0.3\tNaN\tNaN\n"
+                                    "1\t-1\t0\t2\tNaN\n")
+    (tmp_path / "x.ts").write_text("@problemName x\n@univariate false\n@dimensions 2\n"
+                                   "@classLabel true a b\n@data\n1,2,3:4,5,6:a\n"
+                                   "1,2:0,1:b\n")
+    for name, X in [("x.tsv", [np.array([0.5, 0.25, 1, 2]), np.array([0.1, 0.3]),
+                               np.array([-1.0, 0, 2])]),
+                    ("x.ts", [np.array([[1.0, 4], [2, 5], [3, 6]]),
+                              np.array([[1.0, 0], [2, 1]])])]:
+        out = tmp_path / (name + ".npy")
+        rc, _, err = rntk("gram", name, "--kernel", "sigma_b=0.2", "--cache", "c",
+                          "--out", out, cwd=tmp_path)
+        assert rc == 0, err
+        np.testing.assert_array_equal(np.load(out), gram(X, kernel=RNTK(sigma_b=0.2)))
