@@ -376,6 +376,11 @@ def run(args) -> int:
         _log(f"rntk gram: failed: cannot connect to the Dask scheduler "
              f"{args.scheduler}: {exc}")
         return 1
+    outer = None
+    if tty and len(ks) > 1:                 # a bar over the settings on a terminal
+        from tqdm.auto import tqdm
+        outer = tqdm(total=len(ks), desc="rntk gram", unit="setting", position=0)
+    say = outer.write if outer is not None else _log
     try:
         with ctx:
             for i, k in enumerate(ks):
@@ -404,14 +409,19 @@ def run(args) -> int:
                              "tiles_computed": delta["tiles_computed"],
                              "tiles_resumed": delta["tiles_resumed"]})
                 if not args.quiet:
-                    _log(f"[{i + 1}/{len(ks)}] {k}: {status} "
-                         f"{shape[0]}x{shape[1]} in {seconds:.2f} s (key {key[:12]})")
+                    say(f"[{i + 1}/{len(ks)}] {k}: {status} "
+                        f"{shape[0]}x{shape[1]} in {seconds:.2f} s (key {key[:12]})")
+                if outer is not None:
+                    outer.update(1)
     except KeyboardInterrupt:
         _log("rntk gram: interrupted; rerun the same command to resume")
         return 130
     except Exception as exc:
         _log(f"rntk gram: failed: {type(exc).__name__}: {exc}")
         return 1
+    finally:
+        if outer is not None:
+            outer.close()
     summary = {"store": os.path.abspath(store.path), "inputs": info, "kind": args.kind,
                "settings": rows, "out": args.out,
                "computed": sum(r["status"] != "hit" for r in rows),
