@@ -10,13 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+import h5py  # noqa: F401  (before rntk_numba.store: see below)
 import numpy as np
 import pytest
 
-from rntk_numba import RNTK, GramStore, gram
-from rntk_numba.batch import BadInput, parse_grid, parse_kernel, settings
-from rntk_numba.gram import compute_dense
-from rntk_numba.sequences import pack
+# h5py acquires its global lock in an at-fork handler; rntk_numba.store joins its
+# background completion threads (which need that lock) in its own at-fork handler.
+# Handlers run in reverse order of registration, so if the store is imported before
+# h5py, a fork while a background completion runs deadlocks (test_store's
+# test_background_completion hung when this module imported the store first). Until
+# the store imports h5py before registering its handler, import h5py first here.
+from rntk_numba import RNTK, GramStore, gram  # noqa: E402
+from rntk_numba.batch import BadInput, parse_grid, parse_kernel, settings  # noqa: E402
+from rntk_numba.gram import compute_dense  # noqa: E402
+from rntk_numba.sequences import pack  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_UCR = ROOT.parent / "shared" / "ucr"
@@ -110,7 +117,6 @@ def test_grid_run_then_rerun_computes_nothing(tmp_path):
 
 
 def test_out_npy_and_h5_cross_kernel(tmp_path):
-    import h5py
     X, Y = _ragged(1, n=9, m=1), _ragged(2, n=5, m=1)
     np.save(tmp_path / "x.npy", np.stack([np.pad(x[:, 0], (0, 30 - len(x)),
                                                  constant_values=np.nan) for x in X]))
