@@ -18,7 +18,7 @@ _LAZY = {
     "RNTKClassifier": "estimators", "RNTKRegressor": "estimators",
     "RNTKSearchCV": "estimators", "KernelClassifier": "estimators",
     "KernelRegressor": "estimators", "SeriesNormalizer": "estimators",
-    "summary_metrics": "metrics",
+    "summary_metrics": "metrics", "RNTKNystroem": "nystroem",
 }
 
 __all__ = ["__version__", "RNTK", "gram", "pack", "PackedSequences",
