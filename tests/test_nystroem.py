@@ -13,6 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from rntk_numba import RNTK, RNTKNystroem, gram
 from rntk_numba.linear import StreamingRidgeClassifier
+from rntk_numba import nystroem
 from rntk_numba.nystroem import PROJECTION_BLOCK
 
 from reference import reference_gram
@@ -394,20 +395,20 @@ def test_streaming_ridge_errors():
 def test_transform_to_file_resumes_after_an_interruption(tmp_path, monkeypatch):
     rng = np.random.default_rng(17)
     X = _ragged(rng, 50)
-    nys = RNTKNystroem(n_components=8, random_state=0, chunk_size=6).fit(X)
+    nys = RNTKNystroem(n_components=8, random_state=0, chunk_size=6, n_jobs=1).fit(X)
     F = nys.transform(X)
     path = tmp_path / "phi.npy"
     calls, crashed = [], []
-    real = RNTKNystroem._project
+    real = nystroem._strip_features
 
-    def crash_after_three(self, K):
-        calls.append(K.shape[0])
+    def crash_at_the_fourth(P, *args):
+        calls.append(P.n)
         if len(calls) == 4 and not crashed:
             crashed.append(True)
             raise RuntimeError("interrupted")
-        return real(self, K)
+        return real(P, *args)
 
-    monkeypatch.setattr(RNTKNystroem, "_project", crash_after_three)
+    monkeypatch.setattr(nystroem, "_strip_features", crash_at_the_fourth)
     with pytest.raises(RuntimeError, match="interrupted"):
         nys.transform_to_file(X, path)
     state = (tmp_path / "phi.npy.progress.json").read_text()
