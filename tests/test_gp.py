@@ -504,3 +504,34 @@ def test_evidence_search_picks_the_largest_evidence(problem, tmp_path):
 def test_docstring_examples():
     res = doctest.testmod(gp_module, optionflags=doctest.ELLIPSIS)
     assert res.attempted >= 4 and res.failed == 0
+
+
+@pytest.mark.slow
+def test_regression_script_intervals_quick(tmp_path, capsys):
+    """scripts/regression.py --intervals --quick keeps working (CSV, timing, PNG)."""
+    import csv
+    import importlib.util
+    import pathlib
+
+    pytest.importorskip("matplotlib")
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "regression.py"
+    if not path.exists():
+        pytest.skip(f"{path} not in this checkout")
+    spec = importlib.util.spec_from_file_location("_script_regression_gp", path)
+    reg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reg)
+    out = tmp_path / "iv"
+    reg.main(["--intervals", "--quick", "--n-train", "40", "--n-test", "30",
+              "--out", str(out)])
+    rows = list(csv.DictReader(open(out / "intervals.csv")))
+    sets = {r["dataset"] for r in rows}
+    assert "sine" in sets
+    assert {r["method"] for r in rows} == set(reg.INTERVAL_METHODS)
+    for r in rows:
+        assert 0.0 <= float(r["coverage90"]) <= 1.0 and math.isfinite(float(r["nlpd"]))
+    timing = list(csv.DictReader(open(out / "intervals_timing.csv")))
+    assert len(timing) == len(sets) and all(float(t["evidence_s"]) > 0 for t in timing)
+    assert (out / "intervals.png").stat().st_size > 0
+    assert "search over 27 RNTK settings" in capsys.readouterr().out
+    reg.main(["--intervals", "--replot", "--no-plot", "--out", str(out)])
+    assert "re-read" in capsys.readouterr().out
