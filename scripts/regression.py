@@ -107,6 +107,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="a fast smoke run")
     p.add_argument("--intervals", action="store_true",
                    help="the predictive-interval experiment on the sine and the sunspots")
+    p.add_argument("--datasets", nargs="+", default=["sine", "sunspots"],
+                   choices=["sine", "sunspots"], help="data sets of --intervals")
     p.add_argument("--sweeps", nargs="+", default=["T_var", "noise", "n_train"],
                    choices=["T_var", "noise", "n_train"])
     p.add_argument("--T-fixed", type=int, default=None,
@@ -575,7 +577,7 @@ def run_interval_split(train, test, T_fixed, n_jobs, seed, forecast=None):
 
 def run_intervals(args):
     rows, timing, forecasts = [], [], {}
-    for dataset in ("sine", "sunspots"):
+    for dataset in args.datasets:
         if dataset == "sunspots":
             try:
                 import statsmodels.api  # noqa: F401
@@ -672,6 +674,7 @@ def plot_forecasts(forecasts, rows, path):
         if d == "sine":
             ax.plot(x, fc["clean"], color="0.5", lw=0.8, label="noise-free sine")
             ax.set_xlabel("position of the predicted sample (a fresh noisy period)")
+            ax.set_ylim(-2.0, 1.5)                     # room for the legend below
             ax.set_title("sine + noise: one-step forecast from windows of 2-10 samples",
                          fontsize=9)
         else:
@@ -681,7 +684,7 @@ def plot_forecasts(forecasts, rows, path):
                          "the years up to 1915)",
                          fontsize=9)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", ncol=2)
+        ax.legend(fontsize=7, loc="lower left" if d == "sine" else "upper left", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 from scipy.stats import multivariate_normal, norm
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from rntk_numba import RNTK, gram
 from rntk_numba import gp as gp_module
@@ -414,6 +415,10 @@ def test_sample_y(problem):
 
 def test_regressor_clone_pickle_and_errors(problem, tmp_path):
     from sklearn.base import clone
+
+    import rntk_numba
+    assert rntk_numba.RNTKGaussianProcessRegressor is RNTKGaussianProcessRegressor
+    assert rntk_numba.evidence_search is evidence_search
     p = problem
     gp = _gp(posterior="ntk", time=2.0)
     c = clone(gp)
@@ -501,6 +506,21 @@ def test_evidence_search_picks_the_largest_evidence(problem, tmp_path):
         evidence_search(p["X"], p["y"], kernels=[{"sigma_w": 1.0}])
 
 
+# the scikit-learn checks that cannot apply to estimators of sequence sets
+_ANY_LENGTH = ("series of any length are accepted (an (N, T) array is N series of T "
+               "steps, not T features): no fixed n_features_in_")
+
+
+@pytest.mark.slow
+@parametrize_with_checks([RNTKGaussianProcessRegressor()],
+                         expected_failed_checks=lambda est: {
+                             "check_n_features_in": _ANY_LENGTH,
+                             "check_n_features_in_after_fitting": _ANY_LENGTH},
+                         xfail_strict=True)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
 def test_docstring_examples():
     res = doctest.testmod(gp_module, optionflags=doctest.ELLIPSIS)
     assert res.attempted >= 4 and res.failed == 0
@@ -521,11 +541,11 @@ def test_regression_script_intervals_quick(tmp_path, capsys):
     reg = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reg)
     out = tmp_path / "iv"
-    reg.main(["--intervals", "--quick", "--n-train", "40", "--n-test", "30",
-              "--out", str(out)])
+    reg.main(["--intervals", "--quick", "--datasets", "sine", "--n-train", "40",
+              "--n-test", "30", "--out", str(out)])
     rows = list(csv.DictReader(open(out / "intervals.csv")))
     sets = {r["dataset"] for r in rows}
-    assert "sine" in sets
+    assert sets == {"sine"}
     assert {r["method"] for r in rows} == set(reg.INTERVAL_METHODS)
     for r in rows:
         assert 0.0 <= float(r["coverage90"]) <= 1.0 and math.isfinite(float(r["nlpd"]))
