@@ -612,14 +612,12 @@ class RNTKGaussianProcessRegressor(RegressorMixin, BaseEstimator):
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
-    >>> X = [np.sin(0.3 * np.arange(T) + p) for T, p in zip(rng.integers(8, 15, 30),
-    ...                                                       rng.uniform(0, 6, 30))]
-    >>> y = np.array([np.sin(0.3 * len(x) + p) for x, p in
-    ...               zip(X, np.arcsin(np.clip([x[0] for x in X], -1, 1)))])
-    >>> gp = RNTKGaussianProcessRegressor(sigma_b=0.1).fit(X, y)
-    >>> mean, std = gp.predict(X[:3], return_std=True)
+    >>> X = [rng.standard_normal(T) for T in rng.integers(5, 15, 40)]      # ragged
+    >>> y = np.array([x[-1] + 0.5 * x[-2] for x in X]) + 0.1 * rng.standard_normal(40)
+    >>> gp = RNTKGaussianProcessRegressor().fit(X[:30], y[:30])
+    >>> mean, std = gp.predict(X[30:], return_std=True)
     >>> mean.shape, std.shape, bool(np.all(std > 0))
-    ((3,), (3,), True)
+    ((10,), (10,), True)
     """
 
     def __init__(self, sigma_w=math.sqrt(2.0), sigma_u=1.0, sigma_b=0.0, sigma_h=0.0,
@@ -850,10 +848,11 @@ class RNTKGaussianProcessRegressor(RegressorMixin, BaseEstimator):
                 or n_samples < 1:
             raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
         mean, cov = self.predict(X, return_cov=True, observation_noise=observation_noise)
-        rng = (random_state if isinstance(random_state, np.random.Generator)
-               else np.random.default_rng(
-                   random_state if not isinstance(random_state, np.random.RandomState)
-                   else random_state.randint(2 ** 31)))
+        if isinstance(random_state, np.random.Generator):
+            rng = random_state
+        else:
+            from sklearn.utils import check_random_state
+            rng = check_random_state(random_state)
         # eigh-based square root: robust for covariances that are PSD only up to rounding
         w, V = np.linalg.eigh(cov)
         root = V * np.sqrt(np.maximum(w, 0.0))
