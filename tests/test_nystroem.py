@@ -426,3 +426,19 @@ def test_transform_to_file_resumes_after_an_interruption(tmp_path, monkeypatch):
     calls.clear()
     nys.transform_to_file(X2, path, resume=False)
     assert sum(calls) == 50
+
+
+def test_readme_recipes_run(tmp_path, monkeypatch):
+    """The README's Nyström section: every code block runs as written."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Past the exact Gram"):]
+    section = section[:section.index("\n## ", 5)]
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
+    assert "transform_to_file" in code and "StreamingRidgeClassifier" in code
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["model"].score(scope["X_test"], scope["y_test"]) > 0.8
+    assert (tmp_path / "phi.npy").exists()
