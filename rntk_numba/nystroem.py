@@ -40,6 +40,7 @@ series are the same bits whatever ``n_jobs``, ``chunk_size`` or joblib backend.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
@@ -48,11 +49,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .engine import compute_tile, prepare, resolve_n_jobs, run_tiles, warm_up
+from . import _kernels
+from .engine import LANES, _scalars, prepare, resolve_n_jobs, run_tiles, warm_up
 from .estimators import _check_scaling, _root_self, _validate_X
 from .params import RNTK
 from .sequences import PackedSequences
-from .tiles import TARGET_TILE_STEPS, Tile, pair_steps
+from .tiles import TARGET_TILE_STEPS, pair_steps
 
 __all__ = ["RNTKNystroem", "LANDMARK_METHODS", "PROJECTION_BLOCK", "rows_of"]
 
@@ -133,17 +135,58 @@ def _project(K: np.ndarray, M: np.ndarray) -> np.ndarray:
     return out
 
 
-def _strip_features(P, start, PL, kernel, kind, landmark_root, M, dtype):
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Landmarks:
+    """The landmarks' side of every transform task, precomputed once per call: their
+    packed series (sorted by decreasing length, as the lock-step lanes want them) and
+    self-kernel factors (spec 3.1). Picklable."""
+
+    values: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    f1: np.ndarray
+    f2: np.ndarray
+
+    @classmethod
+    def of(cls, PL: PackedSequences, kernel: RNTK) -> "_Landmarks":
+        f1, f2, _ = _factors(PL, kernel, None)
+        return cls(PL.values, PL.offsets, PL.lengths, f1, f2)
+
+
+def _factors(P, kernel, kind):
+    """Self-kernel factors of P's positions, and its same-sample self-kernels."""
+    sw2, su2, sb2, sh2, sv2 = _scalars(kernel)
+    sig, dntk, dnngp = _kernels._self_walk(P.values, P.offsets, P.lengths,
+                                           kernel.n_layers, kernel.activation_code,
+                                           sw2, su2, sb2, sh2, sv2, kernel.readout_code)
+    f1, f2 = _kernels._self_factors(sig, kernel.activation_code)
+    return f1, f2, (dntk if kind == "ntk" else dnngp)
+
+
+def _strip_features(P, start, side, kernel, kind, landmark_root, M, dtype):
     """Features of the series P (rows ``start ...`` of X): their kernel to all
-    landmarks (one tile through the engine), scaled, projected. One picklable task
-    for any joblib backend. Returns ``(features, pair_steps)``."""
-    problem = prepare(P, PL, kernel)
-    cost = pair_steps(P.lengths, PL.lengths, kernel.n_layers)
-    tile = Tile(0, 0, P.n, 0, PL.n, False, cost)
-    _, ntk, nngp = compute_tile(problem, tile)
+    landmarks (one lock-step tile through the numba core), scaled, projected. One
+    picklable task for any joblib backend. Returns ``(features, pair_steps)``.
+
+    The tile is the one ``engine.compute_tile`` would run for these rows and columns
+    (columns already by decreasing length), without its reordering copies and with
+    the landmarks' self-kernel factors computed once per call."""
+    f1, f2, self_k = _factors(P, kernel, kind)
+    n, m = P.n, side.lengths.shape[0]
+    values = np.ascontiguousarray(np.concatenate([P.values, side.values]))
+    offsets = np.concatenate([P.offsets[:-1], P.offsets[-1] + side.offsets])
+    lengths = np.concatenate([P.lengths, side.lengths])
+    f1 = np.ascontiguousarray(np.concatenate([f1, side.f1], axis=1))
+    f2 = np.ascontiguousarray(np.concatenate([f2, side.f2], axis=1))
+    ntk, nngp = np.empty((n, m)), np.empty((n, m))
+    sw2, su2, sb2, _, sv2 = _scalars(kernel)
+    _kernels._tile_lockstep(values, offsets, lengths, f1, f2,
+                            np.arange(n, dtype=np.int64),
+                            np.arange(n, n + m, dtype=np.int64), False,
+                            kernel.n_layers, kernel.activation_code, sw2, su2, sb2, sv2,
+                            kernel.readout_code, LANES, ntk, nngp)
     K = ntk if kind == "ntk" else nngp
     if landmark_root is not None:
-        self_k = problem.diag_ntk if kind == "ntk" else problem.diag_nngp
         K /= _root_self(self_k)[:, None]
         K /= landmark_root[None, :]
     if not np.isfinite(K).all():
@@ -151,6 +194,7 @@ def _strip_features(P, start, PL, kernel, kind, landmark_root, M, dtype):
         raise ValueError(f"the kernel between series {start + i} of X and landmark {j} "
                          f"is not finite: the kernel overflowed float64; use sigma_w "
                          f"closer to sqrt(2), or shorter or rescaled series")
+    cost = pair_steps(P.lengths, side.lengths, kernel.n_layers)
     return _project(K, M).astype(dtype, copy=False), cost
 
 
@@ -486,8 +530,8 @@ class RNTKNystroem(TransformerMixin, BaseEstimator):
         kernel, PL = self.kernel_, self.landmarks_
         step = self._chunk_rows()
         strip = self._strip_rows(PX)
-        args = (PL, kernel, self.kind, self.landmark_self_root_, self.normalization_,
-                np.dtype(self.dtype).str)
+        args = (_Landmarks.of(PL, kernel), kernel, self.kind, self.landmark_self_root_,
+                self.normalization_, np.dtype(self.dtype).str)
         bounds = [(a, min(PX.n, a + step)) for a in range(0, PX.n, step)]
         tasks = [(s0, min(b, s0 + strip)) for a, b in bounds for s0 in range(a, b, strip)]
         workers = resolve_n_jobs(self.n_jobs)

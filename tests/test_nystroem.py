@@ -442,3 +442,17 @@ def test_readme_recipes_run(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["model"].score(scope["X_test"], scope["y_test"]) > 0.8
     assert (tmp_path / "phi.npy").exists()
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(kind="nngp", n_layers=2, readout="mean"),
+                                dict(activation="erf", sigma_h=0.3)])
+def test_transform_kernel_is_gram_bit_for_bit(kw, monkeypatch):
+    """Before the projection, transform's strips hold exactly gram(X, landmarks)."""
+    rng = np.random.default_rng(18)
+    X = _ragged(rng, 70, lo=3, hi=40, m=2)
+    nys = RNTKNystroem(n_components=20, kernel_scaling="none", random_state=0,
+                       **kw).fit(X)
+    monkeypatch.setattr(nystroem, "_project", lambda K, M: K.copy())
+    np.testing.assert_array_equal(
+        nys.transform(X), gram(X, nys.landmarks_, kernel=nys.kernel_, kind=nys.kind))
+    assert list(np.diff(nys.landmarks_.lengths) <= 0) == [True] * 19
