@@ -167,7 +167,8 @@ import numpy as np
 from . import _checksum, params
 from ._version import __version__
 from .engine import default_n_jobs, prepare, run_tiles
-from .gram import _check_args, gather_block, pack_pair, scatter_block, tile_positions
+from .assembly import (by_length, check_args, compute_dense, gather_block, pack_pair,
+                       scatter_block, select_kind, tile_positions)
 from .params import RNTK
 from .sequences import PackedSequences
 from .tiles import Tile
@@ -1602,7 +1603,7 @@ class GramStore:
 
     def key(self, X, Y=None, *, kernel: RNTK) -> str:
         """The entry key of ``gram(X, Y, kernel=kernel)`` (any ``kind``)."""
-        _check_args(kernel, "ntk")
+        check_args(kernel, "ntk")
         PX, PY = self._pack(X, Y)
         return self._key(PX, PY, kernel)
 
@@ -1712,7 +1713,7 @@ class GramStore:
     def lookup(self, X, Y=None, *, kernel: RNTK) -> GramEntry | None:
         """The complete entry of ``gram(X, Y, kernel=kernel)`` if stored, else None.
         Nothing is computed. Close the entry when done (or use ``with``)."""
-        _check_args(kernel, "ntk")
+        check_args(kernel, "ntk")
         PX, PY = self._pack(X, Y)
         key = self._key(PX, PY, kernel)
         _join_pending(self.path, key)
@@ -1726,7 +1727,7 @@ class GramStore:
         """The entry of ``gram(X, Y, kernel=kernel)`` holding ``kind`` ("ntk", "nngp"
         or "both"), computed (out of core) and stored first if absent. Raises OSError
         if the store cannot be written."""
-        _check_args(kernel, kind)
+        check_args(kernel, kind)
         entry = self.lookup(X, Y, kernel=kernel)
         if entry is not None and not entry.has(kind):
             entry.close()
@@ -1768,7 +1769,7 @@ class GramStore:
         -------
         ndarray (len(rows), len(cols)) float64 (a tuple of two for ``kind="both"``).
         """
-        _check_args(kernel, kind)
+        check_args(kernel, kind)
         PX, _ = self._pack(X, None)
         r = _as_index(rows, PX.n, "rows")
         c = r if cols is None else _as_index(cols, PX.n, "cols")
@@ -1814,7 +1815,7 @@ class GramStore:
         If the store cannot be written (read-only, disk full) a ``CacheWarning`` is
         issued and the in-memory result is returned anyway.
         """
-        _check_args(kernel, kind)
+        check_args(kernel, kind)
         PX, PY = self._pack(X, Y)
         shape = (PX.n, PX.n if PY is None else PY.n)
         key = self._key(PX, PY, kernel)
@@ -1853,7 +1854,6 @@ class GramStore:
                 lock.release()
 
     def _without_store(self, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc, why):
-        from .gram import compute_dense, select_kind
         shape = (PX.n, PX.n if PY is None else PY.n)
         self.stats["write_errors"] += 1
         need = 8 * _n_kinds(kind) * shape[0] * shape[1]
@@ -1919,11 +1919,10 @@ class GramStore:
         entry it replaces, unless computing in memory they would not fit in
         ``memory_budget`` beside them). When the kernels fit in ``memory_budget`` (tiles go
         straight into the entry's file), a ragged set is computed in order of
-        decreasing length, as in :func:`rntk_numba.gram.compute_dense`, and the journal
-        records the order; in the tile log of a larger Gram the tiles index the series
+        decreasing length, as in :func:`rntk_numba.assembly.compute_dense`, and the
+        journal records the order; in the tile log of a larger Gram the tiles index the series
         as given, as the band-by-band assembly of the file needs.
         """
-        from .gram import _by_length, select_kind
         t_start = time.time()
         t0 = time.perf_counter()
         kinds = tuple(k for k in _KINDS if k in set(_kinds_of(kind)) | set(keep))
@@ -1957,8 +1956,8 @@ class GramStore:
             kinds, order, sink = part.kinds, part.order, part.sink
         SX, SY, px, py = PX, PY, None, None
         if order is not None:
-            SX, px = _by_length(PX)
-            SY, py = _by_length(PY)
+            SX, px = by_length(PX)
+            SY, py = by_length(PY)
             if PY is None:
                 py = px
         problem = prepare(SX, SY, kernel)
