@@ -21,6 +21,9 @@ fixes it at fit time (see :meth:`KernelSpec.fixed_for`), so that training and te
 vectors have the same dimension.
 
 :func:`grid` builds the cartesian product of hyperparameter lists for a family.
+
+(This module was ``rntk_numba.search_kernels``; that name still imports it.) May
+import: ``params``, ``sequences``; ``gram``, ``engine`` and ``baselines`` on first use.
 """
 
 from __future__ import annotations
