@@ -37,6 +37,8 @@ __all__ = ["compute", "without_store", "finish", "finish_later"]
 
 
 def without_store(store, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc, why):
+    """The store cannot be written (or the key's lock not taken, ``why``): warn and
+    compute in memory -- or raise OSError if out of core the Gram would not fit."""
     shape = (PX.n, PX.n if PY is None else PY.n)
     store.stats["write_errors"] += 1
     need = 8 * _n_kinds(kind) * shape[0] * shape[1]
@@ -51,7 +53,6 @@ def without_store(store, PX, PY, kernel, kind, n_jobs, progress, tile_size, ooc,
     return select_kind(ntk, nngp, kind)
 
 
-# the computation
 def _metadata(store, key, PX, PY, kernel, shape, seconds, n_tiles, resumed, started):
     import h5py
     import numba
