@@ -784,7 +784,7 @@ def test_gram_of_a_subset_hits_the_cached_full_set(store):
 # -- out of core -----------------------------------------------------------------------------
 
 def test_out_of_core_handle(store, monkeypatch):
-    monkeypatch.setattr(S_format, "BAND_BYTES", 4 * 45 * 8)             # 4-row bands
+    monkeypatch.setattr(S_format, "BAND_BYTES", 4 * 45 * 8)      # 4-row bands
     X = series(45, lo=2, hi=9)
     expect = ref(X)
     small = GramStore(store.path, memory_budget=45 * 45 * 8 - 1)  # < one kernel
@@ -1003,7 +1003,7 @@ def test_an_interrupted_resume_leaks_no_descriptor(store, monkeypatch):
 
     def stop(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(S_compute, "prepare", stop)         # interrupted right after resume
+    monkeypatch.setattr(S_compute, "prepare", stop)  # interrupted right after resume
     for _ in range(3):
         with pytest.raises(KeyboardInterrupt):
             GramStore(store.path).gram(X, kernel=K)
