@@ -690,7 +690,7 @@ class RNTKGaussianProcessRegressor(RegressorMixin, BaseEstimator):
         -------
         self
         """
-        from .estimators import _check_y, _validate_X
+        from .inputs import _check_y, _validate_X
         PX = _validate_X(X)
         y = _check_y(y, PX.n, False)
         if y.ndim != 1:
@@ -703,7 +703,7 @@ class RNTKGaussianProcessRegressor(RegressorMixin, BaseEstimator):
 
     def _fit_kernels(self, PX, y, kernel, K, Th, eig=None):
         """Fit from already computed training kernels (also used by the search)."""
-        from .estimators import _require_finite
+        from .kernel_models import _require_finite
         K = np.asarray(K, dtype=np.float64)
         _require_finite(K, f"the training NNGP Gram of {kernel}")
         scale = float(np.mean(np.diag(K)))
@@ -749,7 +749,7 @@ class RNTKGaussianProcessRegressor(RegressorMixin, BaseEstimator):
 
     # -- prediction ----------------------------------------------------------------
     def _test_set(self, X):
-        from .estimators import _validate_X
+        from .inputs import _validate_X
         check_is_fitted(self, "kernel_")
         PX = _validate_X(X)
         if PX.m != self.n_channels_:
@@ -759,7 +759,7 @@ class RNTKGaussianProcessRegressor(RegressorMixin, BaseEstimator):
 
     def _latent(self, PX, diag, need_cov):
         """Latent mean and covariance (normalised units) at a packed test set."""
-        from .estimators import _require_finite
+        from .kernel_models import _require_finite
         c = self.output_scale_ / self.kernel_scale_
         Ths, Ks = self._grams(PX, self.X_train_)
         _require_finite(Ks, "the NNGP kernel between X and the training set")
@@ -870,7 +870,7 @@ class RNTKGaussianProcessRegressor(RegressorMixin, BaseEstimator):
         return _lml_from_eig(self.eigenvalues_, self._Qy ** 2, 1, a, s)
 
     def __sklearn_tags__(self):
-        from .estimators import _rntk_tags
+        from .inputs import _rntk_tags
         return _rntk_tags(super().__sklearn_tags__())
 
 
@@ -888,7 +888,7 @@ def _grid_kernels(param_grid, kernels, base):
                                 f"{type(k).__name__}")
         return out
     if param_grid is None:
-        from .estimators import DEFAULT_RNTK_GRID
+        from .search import DEFAULT_RNTK_GRID
         param_grid = DEFAULT_RNTK_GRID
     grids = [param_grid] if isinstance(param_grid, dict) else list(param_grid)
     if not grids or not all(isinstance(g, dict) for g in grids):
@@ -957,7 +957,7 @@ def evidence_search(X, y, param_grid=None, *, kernels=None, n_jobs=None, cache=N
     >>> len(gp.evidence_results_), gp.evidence_results_[gp.best_index_]["rank"]
     (4, 1)
     """
-    from .estimators import _check_y, _validate_X
+    from .inputs import _check_y, _validate_X
     overlap = sorted(set(params) & {"n_jobs", "cache"})
     if overlap:  # pragma: no cover - caught by Python's own duplicate-keyword check
         raise TypeError(f"evidence_search: pass {overlap} once")

@@ -51,7 +51,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _kernels
 from .engine import LANES, _scalars, prepare, resolve_n_jobs, run_tiles, warm_up
-from .estimators import _check_scaling, _root_self, _validate_X
+from .inputs import _validate_X
+from .kernel_models import _check_scaling, _root_self
 from .params import RNTK
 from .sequences import PackedSequences
 from .tiles import TARGET_TILE_STEPS, pair_steps
