@@ -522,8 +522,13 @@ def test_sklearn_compatible(estimator, check):
 
 
 def test_docstring_examples():
-    res = doctest.testmod(gp_module, optionflags=doctest.ELLIPSIS)
-    assert res.attempted >= 4 and res.failed == 0
+    from rntk_numba.gp import inference, regressor
+    attempted = 0
+    for module in (gp_module, inference, regressor):
+        res = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert res.failed == 0, module.__name__
+        attempted += res.attempted
+    assert attempted >= 4
 
 
 @pytest.mark.slow
