@@ -374,7 +374,7 @@ def test_svm_fits_have_an_iteration_cap(ragged_task, monkeypatch):
     """libsvm has no iteration limit of its own; on nearly constant kernels with a
     large C it may never stop. Every SVM fit is capped (a ConvergenceWarning then)."""
     from sklearn.exceptions import ConvergenceWarning
-    import rntk_numba.estimators as E
+    import rntk_numba.kernel_models as E               # the module that reads the cap
     X, y, _, _ = ragged_task
     clf = RNTKClassifier(C=10.0).fit(X, y)
     assert clf.estimator_.max_iter == E.SVM_MAX_ITER > 0
