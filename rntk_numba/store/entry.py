@@ -231,6 +231,118 @@ class GramArray:
         a = self.read()
         return a if dtype is None else a.astype(dtype)
 
+    def to_dask(self):
+        """A lazy ``dask.array`` over this kernel, one chunk per checksummed row band.
+
+        Chunks are the entry's row bands (``band_rows`` x all columns, about 1 MiB);
+        each chunk's task reads its band from the entry's file and checks it against the
+        band's checksum before returning it: a damaged band raises
+        :class:`CorruptEntryError` naming the file and rows. Nothing is read until the
+        array is computed. The graph holds only the path, the data's offset and the
+        checksums, so it can run on a Dask cluster whose workers see the same file
+        system. A task reads the very file this handle opened (compared by inode); if
+        the entry has been replaced meanwhile (by an equal recomputation), it reads the
+        new file through HDF5 and checks the same checksums; if it has been removed,
+        the task raises ``FileNotFoundError``.
+
+        A damaged entry is not removed here (a task has no store); the store removes and
+        recomputes it the next time it reads it whole (``GramStore.gram``), or
+        ``rntk cache verify --remove``.
+
+        Requires dask (``pip install 'rntk-numba[dask]'``).
+
+        Returns
+        -------
+        dask.array.Array, shape ``self.shape``, float64, chunks ``(band_rows, n_cols)``
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile
+        >>> from rntk_numba import RNTK, GramStore
+        >>> X = [np.sin(np.linspace(0, 3, T)) for T in (20, 35, 50)]
+        >>> store = GramStore(tempfile.mkdtemp())
+        >>> with store.gram(X, kernel=RNTK(), out_of_core=True) as G:
+        ...     D = G.to_dask()
+        ...     bool((D.compute() == G.read()).all())
+        True
+        """
+        try:
+            import dask.array as da
+        except ImportError:
+            raise ImportError("GramArray.to_dask needs dask (pip install "
+                              "'rntk-numba[dask]')") from None
+        reader = _BandReader(str(self.path), self.kind, self.shape, self._band,
+                             self._crc.copy(), int(self._ds.id.get_offset()),
+                             self._entry._ino)
+        return da.from_array(reader, chunks=(self._band, self.shape[1]),
+                             name=f"rntk-gram-{self.key}-{self.kind}", asarray=False,
+                             fancy=False, meta=np.empty((0, 0)))
+
+
+class _BandReader:
+    """The read-only array-like behind :meth:`GramArray.to_dask`: picklable (a path,
+    the data's offset, the band checksums); ``reader[rows, cols]`` reads the whole row
+    bands that cover ``rows``, verifies each, and slices."""
+
+    ndim = 2
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, path, kind, shape, band_rows, crcs, offset, ino):
+        self.path, self.kind, self.shape = path, kind, tuple(shape)
+        self.band_rows, self.crcs, self.offset, self.ino = band_rows, crcs, offset, ino
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _rows(self, b: int):
+        return b * self.band_rows, min(self.shape[0], (b + 1) * self.band_rows)
+
+    def band(self, b: int) -> np.ndarray:
+        """Row band ``b``, verified against its checksum."""
+        r0, r1 = self._rows(b)
+        n_cols = self.shape[1]
+        out = np.empty((r1 - r0, n_cols))
+        where = f"{self.path}: {self.kind} rows {r0}..{r1 - 1}"
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.path}: the entry is gone (removed or pruned "
+                                    f"since to_dask() was called)") from None
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == self.ino:
+                _pread_into(fd, out, self.offset + 8 * r0 * n_cols)
+            else:                   # replaced by an equal recomputation: same bits
+                with _h5py().File(self.path, "r", locking=False) as f:
+                    out[...] = f[self.kind][r0:r1]
+        except (OSError, KeyError, RuntimeError, ValueError) as exc:
+            raise CorruptEntryError(f"{where}: cannot read: {exc}") from exc
+        finally:
+            os.close(fd)
+        if _checksum.checksum(out) != int(self.crcs[b]):
+            raise CorruptEntryError(f"{where}: checksum mismatch (the entry is damaged)")
+        return out
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        rkey = key[0] if key else slice(None)
+        ckey = key[1] if len(key) > 1 else slice(None)
+        rows = np.arange(self.shape[0])[rkey]
+        if np.ndim(rows) == 0:
+            return self.band(int(rows) // self.band_rows)[
+                int(rows) % self.band_rows][ckey]
+        if rows.size == 0:
+            return np.empty((0, self.shape[1]))[:, ckey]
+        bands = np.unique(rows // self.band_rows)
+        first = int(bands[0]) * self.band_rows
+        if bands.size == int(bands[-1]) - int(bands[0]) + 1:      # contiguous bands
+            block = np.concatenate([self.band(int(b)) for b in bands])
+            return block[rows - first][:, ckey]
+        parts = {int(b): self.band(int(b)) for b in bands}
+        return np.stack([parts[int(r) // self.band_rows][int(r) % self.band_rows]
+                         for r in rows])[:, ckey]
+
 
 class GramEntry:
     """An opened, complete store entry (the kernel(s) of one (kernel, data) pair).
