@@ -1303,3 +1303,30 @@ def test_a_mapped_result_stays_readable_in_atexit_handlers(tmp_path):
                          timeout=120)
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     assert res.stdout.startswith("sum ")
+
+
+def test_fork_during_a_background_completion_does_not_deadlock(tmp_path):
+    """The store imported BEFORE h5py, a fork while a background completion runs: the
+    store's before-fork handler must run before h5py's (which takes the lock the
+    completion needs). Before the fix this hung for ever."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import os, sys
+        from rntk_numba.store import GramStore    # first: before any h5py import
+        import numpy as np
+        from rntk_numba import RNTK
+        rng = np.random.default_rng(0)
+        X = [rng.standard_normal(int(t)) for t in rng.integers(5, 40, 30)]
+        store = GramStore({str(tmp_path / "c")!r}, background=True)
+        store.gram(X, kernel=RNTK())
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("forked")
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "forked" in res.stdout, res.stderr

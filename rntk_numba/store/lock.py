@@ -3,7 +3,8 @@
 Owns ``_KeyLock`` (``fcntl.flock`` on ``<key>.lock``, with an ``O_EXCL`` fallback) and
 ``_PENDING``, the entries this process is completing in background threads
 (``GramStore(background=True)``), which readers, ``os.fork()`` and ``GramStore.wait``
-join first. May import: the standard library and :mod:`.fileio`.
+join first. May import: the standard library, h5py (for the order of the at-fork
+handlers, below) and :mod:`.fileio`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def _join_pending(path=None, key=None) -> None:
 
 
 if hasattr(os, "register_at_fork"):
+    # h5py registers a before-fork handler that takes its global lock, and a background
+    # completion needs that lock to finish. Python runs before-fork handlers in the
+    # REVERSE order of registration, so ours (which waits for the completions) must be
+    # registered after h5py's: importing h5py first guarantees it, whichever of the two
+    # the program imported first (otherwise a fork during a completion deadlocks).
+    import h5py  # noqa: F401
+
     os.register_at_fork(before=_join_pending)
 
 
