@@ -10,20 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import h5py  # noqa: F401  (before rntk_numba.store: see below)
+import h5py
 import numpy as np
 import pytest
 
-# h5py acquires its global lock in an at-fork handler; rntk_numba.store joins its
-# background completion threads (which need that lock) in its own at-fork handler.
-# Handlers run in reverse order of registration, so if the store is imported before
-# h5py, a fork while a background completion runs deadlocks (test_store's
-# test_background_completion hung when this module imported the store first). Until
-# the store imports h5py before registering its handler, import h5py first here.
-from rntk_numba import RNTK, GramStore, gram  # noqa: E402
-from rntk_numba.batch import BadInput, parse_grid, parse_kernel, settings  # noqa: E402
-from rntk_numba.gram import compute_dense  # noqa: E402
-from rntk_numba.sequences import pack  # noqa: E402
+from rntk_numba import RNTK, GramStore, gram
+from rntk_numba.batch import BadInput, parse_grid, parse_kernel, settings
+from rntk_numba.gram import compute_dense
+from rntk_numba.sequences import pack
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_UCR = ROOT.parent / "shared" / "ucr"

@@ -5,12 +5,11 @@ import os
 import pickle
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 
 da = pytest.importorskip("dask.array", reason="dask is not installed")
-
-import h5py  # noqa: E402  (before the store: see tests/test_batch.py)
 
 from rntk_numba import RNTK, gram  # noqa: E402
 from rntk_numba.store import CorruptEntryError, GramStore, _band_rows  # noqa: E402
