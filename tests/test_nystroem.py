@@ -365,16 +365,42 @@ def test_streaming_ridge_gcv_is_the_brute_force_one():
     X = rng.standard_normal((80, 6))
     y = (X[:, 0] + 0.8 * rng.standard_normal(80) > 0).astype(int)
     alphas = [1e-2, 1.0, 30.0]
-    s = StreamingRidgeClassifier(alphas=alphas, alpha_scale="absolute").fit(X, y)
+    s = StreamingRidgeClassifier(alphas=alphas, alpha_scale="absolute",
+                                 alpha_selection="gcv").fit(X, y)
     Xc = X - X.mean(0)
     Y = np.where(y == 1, 1.0, -1.0)[:, None] * np.array([-1.0, 1.0])
     Yc = Y - Y.mean(0)
-    for a, g in zip(alphas, s.gcv_):
+    for a, g in zip(alphas, s.cv_scores_):
         H = Xc @ np.linalg.solve(Xc.T @ Xc + a * np.eye(6), Xc.T)
         rss = np.sum((Yc - H @ Yc) ** 2)
         df = np.trace(H) + 1
         np.testing.assert_allclose(g, rss / 80 / (1 - df / 80) ** 2, rtol=1e-9)
-    assert s.alpha_ == alphas[int(np.argmin(s.gcv_))]
+    assert s.alpha_ == alphas[int(np.argmin(s.cv_scores_))]
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_streaming_ridge_loo_is_the_brute_force_one(n_classes):
+    """The default penalty choice: exact leave-one-out, refitting without each row."""
+    rng = np.random.default_rng(19)
+    X = rng.standard_normal((40, 5)) + 0.5
+    y = np.arange(40) % n_classes
+    X[:, 0] += y
+    alphas = [1e-3, 0.5, 20.0]
+    s = StreamingRidgeClassifier(alphas=alphas, alpha_scale="absolute",
+                                 batch_size=7).fit(X, y)
+    Y = -np.ones((40, n_classes))
+    Y[np.arange(40), y] = 1.0
+    for a, score in zip(alphas, s.cv_scores_):
+        sse = 0.0
+        for i in range(40):
+            keep = np.arange(40) != i
+            Xk, Yk = X[keep], Y[keep]
+            mu, yb = Xk.mean(0), Yk.mean(0)
+            W = np.linalg.solve((Xk - mu).T @ (Xk - mu) + a * np.eye(5),
+                                (Xk - mu).T @ (Yk - yb))
+            sse += np.sum((Y[i] - ((X[i] - mu) @ W + yb)) ** 2)
+        np.testing.assert_allclose(score, sse / 40, rtol=1e-8)
+    assert s.alpha_ == alphas[int(np.argmin(s.cv_scores_))]
 
 
 def test_streaming_ridge_errors():
