@@ -99,6 +99,8 @@ FIXED = {
 #: FordA: a fixed RNTK-mean kernel; C by 5-fold training CV of the exact SVC.
 FORDA_KERNEL = dict(sigma_w=SQRT2, sigma_b=0.0)
 FORDA_C_GRID = (0.1, 1.0, 10.0, 100.0)
+#: C grid of the cross-validated LinearSVC (3-fold training CV).
+LINSVC_C_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
 #: Ridge penalties searched by the ridge learners (GCV / efficient LOO).
 RIDGE_ALPHAS = tuple(10.0 ** np.arange(-6, 2))
 
@@ -309,6 +311,10 @@ def learner(name, C, n):
         return RidgeClassifier(alpha=1.0)
     if name == "linsvc-sq":
         return LinearSVC(C=C, loss="squared_hinge", dual=False, max_iter=1000)
+    if name == "linsvc-sq-cv":
+        from sklearn.model_selection import GridSearchCV
+        return GridSearchCV(LinearSVC(loss="squared_hinge", dual=False, max_iter=1000),
+                            {"C": list(LINSVC_C_GRID)}, cv=3)
     if name == "linsvc-hinge":
         return LinearSVC(C=C, loss="hinge", dual=True, max_iter=1000)
     if name == "sgd":
@@ -322,6 +328,8 @@ def learner(name, C, n):
 
 LEARNER_LABEL = {
     "linsvc-sq": "LinearSVC, squared hinge, primal (dual=False), C as the SVC",
+    "linsvc-sq-cv": "LinearSVC, squared hinge, primal, C in {0.1 .. 1000} by 3-fold "
+                    "training CV",
     "linsvc-hinge": "LinearSVC, hinge, dual (liblinear), C as the SVC, max_iter 1000",
     "ridge": "RidgeClassifier(alpha=1)",
     "ridgecv": "RidgeClassifierCV(alphas 1e-6..10, efficient LOO)",
@@ -472,7 +480,9 @@ def stage_fidelity(args, info):
                               "exact_fit_s": ex["fit_s"],
                               "exact_predict_s": ex["predict_s"]})
                     rows_out.append(r)
+                    write_csv(rows_out, list(r), Path(args.out) / "fidelity_partial.csv")
                     log(f"  {method:10s} seed {seed} m {m:5d}: (a) {r['acc_a']:.2f} "
+                        f"(a+diag) {r['acc_a_diag']:.2f} captured {r['diag_captured']:.3f} "
                         + " ".join(f"{b} {r['acc_' + b]:.2f}" for b in b_learners)
                         + f" | fro {r['rel_fro']:.3g} spec {r['rel_spec']:.3g} | fit "
                         f"{r['nys_fit_s']:.2f} s")
@@ -499,10 +509,25 @@ def fidelity_point(name, Ptr, ytr, Pte, yte, params, m, method, seed, Kc, K_fro,
     del E
     ta = time.perf_counter()
     ma = svc(C).fit(Ka, ytr)
-    acc_a = 100 * float(np.mean(ma.predict(Fte @ Ftr.T) == yte))
+    Kte_a = Fte @ Ftr.T
+    acc_a = 100 * float(np.mean(ma.predict(Kte_a) == yte))
     ta = time.perf_counter() - ta
+    # diagnostics: the share of each training series' self-kernel that the features
+    # capture (landmarks excluded: theirs is exact), and (a) with the exact diagonal put
+    # back (K_nys + diag(k(x, x) - |phi(x)|^2): the Nystrom residual's diagonal, which
+    # acts as a ridge term in the exact SVC)
+    sq = np.einsum("ij,ij->i", Ftr, Ftr)
+    kd = np.diag(Kc)
+    off = np.ones(Ptr.n, bool)
+    off[tf.landmark_indices_] = False
+    captured = float(np.mean(sq[off] / kd[off])) if off.any() else 1.0
+    Ka[np.diag_indices_from(Ka)] = kd
+    md = svc(C).fit(Ka, ytr)
+    acc_a_diag = 100 * float(np.mean(md.predict(Kte_a) == yte))
+    del Ka, Kte_a
     r = {"dataset": name, "landmarks": method, "seed": seed, "m": m, "n_train": Ptr.n,
-         "acc_a": acc_a, "rel_fro": rel_fro, "rel_spec": rel_spec,
+         "acc_a": acc_a, "acc_a_diag": acc_a_diag, "diag_captured": captured,
+         "rel_fro": rel_fro, "rel_spec": rel_spec,
          "landmark_s": tf.fit_time_["landmarks"], "landmark_gram_s":
          tf.fit_time_["landmark_gram"], "transform_train_s": t2 - t1,
          "transform_test_s": t3 - t2, "svc_a_s": ta,
@@ -522,8 +547,8 @@ def fidelity_point(name, Ptr, ytr, Pte, yte, params, m, method, seed, Kc, K_fro,
 def write_fidelity(args, info, exact_rows, rows_out, b_learners, partial=False):
     out = Path(args.out)
     cols = ["dataset", "landmarks", "seed", "m", "n_train", "target", "acc_exact",
-            "acc_a"] + [f"acc_{b}" for b in b_learners] + [
-        "rel_fro", "rel_spec", "landmark_s", "landmark_gram_s", "transform_train_s",
+            "acc_a", "acc_a_diag"] + [f"acc_{b}" for b in b_learners] + [
+        "diag_captured", "rel_fro", "rel_spec", "landmark_s", "landmark_gram_s", "transform_train_s",
         "transform_test_s", "svc_a_s", "nys_fit_s", "nys_predict_s"] + \
         [f"fit_{b}_s" for b in b_learners] + \
         [f"pipe_fit_{b}_s" for b in b_learners] + \
@@ -561,13 +586,14 @@ def fidelity_markdown(args, info, exact_rows, rows_out, b_learners):
          "training Gram (Frobenius; spectral = largest |eigenvalue|). Target m = "
          "min(2048, N_train // 2).", ""]
     # per-set table at the target m
-    head = ["data set", "train / test", "params", "m", "exact", "(a) rpc", "(a) unif"] + \
+    head = ["data set", "train / test", "params", "m", "exact", "(a) rpc", "(a) unif",
+            "(a)+diag rpc", "diag captured rpc"] + \
         [f"(b) {b} rpc" for b in b_learners] + \
         ["fro rpc", "fro unif", "spec rpc", "spec unif", "exact fit+pred s",
          f"Nys fit+pred s ({b0}, rpc)"]
     L += ["### At the target m", "", "| " + " | ".join(head) + " |",
           "|" + "---|" * len(head)]
-    summ = {"acc_exact": [], "a_rpc": [], "a_unif": [], **{b: [] for b in b_learners},
+    summ = {"acc_exact": [], "a_rpc": [], "a_unif": [], "a_diag": [], **{b: [] for b in b_learners},
             "fro_rpc": [], "fro_unif": [], "spec_rpc": [], "spec_unif": []}
     worst = (None, -1e9)
     for e in exact_rows:
@@ -576,6 +602,9 @@ def fidelity_markdown(args, info, exact_rows, rows_out, b_learners):
         un = _agg(rows_out, dataset=n, m=t, landmarks="uniform")
         a_r = _mean([r["acc_a"] for r in rp])
         a_u = _mean([r["acc_a"] for r in un])
+        a_d = _mean([r["acc_a_diag"] for r in rp])
+        cap = _mean([r["diag_captured"] for r in rp])
+        summ["a_diag"].append(a_d)
         bs = {b: _mean([r["acc_" + b] for r in rp]) for b in b_learners}
         f_r, f_u = _mean([r["rel_fro"] for r in rp]), _mean([r["rel_fro"] for r in un])
         s_r, s_u = _mean([r["rel_spec"] for r in rp]), _mean([r["rel_spec"] for r in un])
@@ -597,12 +626,14 @@ def fidelity_markdown(args, info, exact_rows, rows_out, b_learners):
         ps = ", ".join(f"{k}={v}" for k, v in p.items() if k not in ("readout",))
         L.append("| " + " | ".join(
             [n, f"{e['n_train']} / {e['n_test']}", ps, str(t), f"{e['acc_exact']:.2f}",
-             f"{a_r:.2f}", f"{a_u:.2f}"] + [f"{bs[b]:.2f}" for b in b_learners] +
+             f"{a_r:.2f}", f"{a_u:.2f}", f"{a_d:.2f}", f"{cap:.3f}"] +
+            [f"{bs[b]:.2f}" for b in b_learners] +
             [f"{f_r:.3f}", f"{f_u:.3f}", f"{s_r:.3f}", f"{s_u:.3f}",
              f"{e['exact_fit_s'] + e['exact_predict_s']:.2f}", f"{tf:.2f}"]) + " |")
     L.append("| **mean** | | | | " + " | ".join(
         [f"{_mean(summ['acc_exact']):.2f}", f"{_mean(summ['a_rpc']):.2f}",
-         f"{_mean(summ['a_unif']):.2f}"] + [f"{_mean(summ[b]):.2f}" for b in b_learners] +
+         f"{_mean(summ['a_unif']):.2f}", f"{_mean(summ['a_diag']):.2f}", ""] +
+        [f"{_mean(summ[b]):.2f}" for b in b_learners] +
         [f"{_mean(summ['fro_rpc']):.3f}", f"{_mean(summ['fro_unif']):.3f}",
          f"{_mean(summ['spec_rpc']):.3f}", f"{_mean(summ['spec_unif']):.3f}", "", ""])
         + " |")
@@ -617,11 +648,11 @@ def fidelity_markdown(args, info, exact_rows, rows_out, b_learners):
     L.append("")
     # per-set accuracy against m
     L += ["### Accuracy and kernel error against m (means over seeds)", "",
-          "| data set | m | exact | (a) rpc | (a) unif | " +
+          "| data set | m | exact | (a) rpc | (a) unif | (a)+diag rpc | captured rpc | " +
           " | ".join(f"(b) {b} rpc" for b in b_learners) +
           " | fro rpc | fro unif | spec rpc | spec unif | Nys fit s (rpc) | "
           "transform test s (rpc) |",
-          "|" + "---|" * (11 + len(b_learners))]
+          "|" + "---|" * (13 + len(b_learners))]
     for e in exact_rows:
         n = e["dataset"]
         for m in sorted({r["m"] for r in rows_out if r["dataset"] == n}):
@@ -630,7 +661,9 @@ def fidelity_markdown(args, info, exact_rows, rows_out, b_learners):
             L.append("| " + " | ".join(
                 [n, str(m), f"{e['acc_exact']:.2f}",
                  f"{_mean([r['acc_a'] for r in rp]):.2f}",
-                 f"{_mean([r['acc_a'] for r in un]):.2f}"] +
+                 f"{_mean([r['acc_a'] for r in un]):.2f}",
+                 f"{_mean([r['acc_a_diag'] for r in rp]):.2f}",
+                 f"{_mean([r['diag_captured'] for r in rp]):.3f}"] +
                 [f"{_mean([r['acc_' + b] for r in rp]):.2f}" for b in b_learners] +
                 [f"{_mean([r['rel_fro'] for r in rp]):.3f}",
                  f"{_mean([r['rel_fro'] for r in un]):.3f}",
@@ -717,14 +750,16 @@ def stage_learners(args, info):
             acc = 100 * float(np.mean(est.predict(Fte) == yte))
             tp = time.perf_counter() - t0
             alpha = getattr(est, "alpha_", "")
+            if hasattr(est, "best_params_"):
+                alpha = est.best_params_["C"]
             out_rows.append({"dataset": name, "n_train": Ptr.n, "m": target,
                              "learner": b, "acc": acc, "fit_s": t, "predict_s": tp,
                              "convergence_warnings": conv,
-                             "alpha": float(alpha) if alpha != "" else ""})
+                             "alpha_or_C": float(alpha) if alpha != "" else ""})
             log(f"{name} m={target} {b:16s} {acc:6.2f} % fit {t:.3f} s"
                 + (f" ({conv} convergence warning(s))" if conv else ""))
     cols = ["dataset", "n_train", "m", "learner", "acc", "fit_s", "predict_s",
-            "convergence_warnings", "alpha"]
+            "convergence_warnings", "alpha_or_C"]
     write_csv(out_rows, cols, Path(args.out) / "learners.csv")
     L = ["## Linear learners on the Nyström features", "", f"Command: `{args.command}`",
          "", machine_line(info), "",
@@ -1152,8 +1187,8 @@ def parse_args(argv=None):
     p.add_argument("--landmarks", default="rpcholesky,uniform")
     p.add_argument("--fidelity-learners", default="streaming-ridge,ridgecv,linsvc-sq",
                    help="(b) learners of the fidelity stage")
-    p.add_argument("--learners", default="linsvc-sq,linsvc-hinge,ridge,ridgecv,sgd,"
-                   "streaming-ridge")
+    p.add_argument("--learners", default="linsvc-sq,linsvc-sq-cv,linsvc-hinge,ridge,"
+                   "ridgecv,sgd,streaming-ridge")
     p.add_argument("--learner-datasets", default="FordA,CricketX,DistalPhalanxTW,PLAID,"
                    "AllGestureWiimoteX")
     p.add_argument("--recommended", default="ridgecv",
