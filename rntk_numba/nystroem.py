@@ -141,6 +141,7 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
                          "positive and finite on the candidate pool")
     F = np.zeros((n, m))                  # Cholesky factor of the residual, columns 0..k
     pivots: list[int] = []
+    stalled = 0
     while len(pivots) < m:
         if float(d.sum()) <= tol * trace0:
             _rank_error(len(pivots), m, "rpcholesky", tol)
@@ -156,21 +157,29 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
         k = len(pivots)
         G -= F[:, :k] @ F[prop, :k].T               # residual columns, (n, b)
         u = rng.random(prop.size)
+        accepted = 0
         for a in range(prop.size):
-            r = G[prop[a], a]
-            if len(pivots) == m:
-                break
-            if not (r > tol * d0[prop[a]] and u[a] * d_drawn[a] < r):
+            s = int(prop[a])
+            r = G[s, a]
+            if not (len(pivots) < m and r > tol * d0[s] and u[a] * d_drawn[a] < r):
+                # the residual as computed (cross pairs): where it differs from the
+                # one derived from same-sample self-kernels (sigma_h, rounding), the
+                # computed one is the kernel's; a near-duplicate is not drawn again
+                d[s] = max(r, 0.0)
                 continue
             g = G[:, a] / math.sqrt(r)
             F[:, len(pivots)] = g
-            pivots.append(int(prop[a]))
+            pivots.append(s)
+            accepted += 1
             if a + 1 < prop.size:
                 G[:, a + 1:] -= np.outer(g, g[prop[a + 1:]])
             d -= g * g
-            d[prop[a]] = 0.0
+            d[s] = 0.0
         np.clip(d, 0.0, None, out=d)
         d[pivots] = 0.0
+        stalled = 0 if accepted else stalled + 1
+        if stalled >= 20:
+            _rank_error(len(pivots), m, "rpcholesky", tol)
     return np.array(pivots, dtype=np.int64)
 
 
@@ -493,6 +502,87 @@ class RNTKNystroem(TransformerMixin, BaseEstimator):
             if bar is not None:
                 bar.close()
         return out
+
+    def transform_to_file(self, X, path, *, resume=True):
+        """Write the features of X to a ``.npy`` file, resumably; return it mapped.
+
+        For feature matrices larger than memory, or transforms long enough to be
+        interrupted. Chunks are written into the preallocated file and, after each
+        one is flushed, ``<path>.progress.json`` records the rows done (replaced
+        atomically) with fingerprints of X and of this fitted map. A rerun with the
+        same X and map (``resume=True``) continues at the first unfinished chunk and
+        gives the same bits as an uninterrupted run; anything else starts over.
+
+        Parameters
+        ----------
+        X : sequence set
+        path : str or path, the ``.npy`` file
+        resume : bool, default True
+
+        Returns
+        -------
+        numpy.memmap (N, n_components) of ``dtype``, read-only.
+        """
+        import json
+        import os
+        from pathlib import Path
+
+        PX = self._check_X(X)
+        path = Path(path)
+        state_path = path.with_name(path.name + ".progress.json")
+        m = self.landmarks_.n
+        dtype = np.dtype(self.dtype)
+        want = {"format": "rntk-nystroem-features-v1", "n": PX.n, "m": m,
+                "dtype": dtype.str, "chunk": self._chunk_rows(),
+                "data": PX.fingerprint(), "map": self._map_fingerprint()}
+        start = 0
+        if resume and path.exists() and state_path.exists():
+            try:
+                state = json.loads(state_path.read_text())
+                if {k: state.get(k) for k in want} == want:
+                    start = int(state["rows_done"])
+            except (ValueError, KeyError, TypeError):
+                start = 0
+        if start == 0:
+            state_path.unlink(missing_ok=True)
+            mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
+                                           shape=(PX.n, m))
+        else:
+            mm = np.lib.format.open_memmap(path, mode="r+")
+            if mm.shape != (PX.n, m) or mm.dtype != dtype:
+                raise ValueError(f"{path}: holds {mm.shape} {mm.dtype}, expected "
+                                 f"{(PX.n, m)} {dtype} (remove it to start over)")
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=pair_steps(PX.lengths, self.landmarks_.lengths,
+                                        self.kernel_.n_layers), unit="step",
+                       unit_scale=True, desc="nystroem", smoothing=0.1)
+            bar.update(pair_steps(PX.lengths[:start], self.landmarks_.lengths,
+                                  self.kernel_.n_layers))
+        try:
+            if start < PX.n:
+                rest = rows_of(PX, start, PX.n)
+                for a, b, F in self._chunks(rest, bar):
+                    mm[start + a:start + b] = F
+                    mm.flush()
+                    tmp = state_path.with_name(state_path.name + ".tmp")
+                    tmp.write_text(json.dumps({**want, "rows_done": start + b}))
+                    os.replace(tmp, state_path)
+        finally:
+            if bar is not None:
+                bar.close()
+        del mm
+        return np.load(path, mmap_mode="r")
+
+    def _map_fingerprint(self) -> str:
+        import hashlib
+        h = hashlib.sha256(b"rntk-nystroem-map-v1")
+        h.update(self.kernel_.canonical.encode())
+        h.update(f"{self.kind}|{self.kernel_scaling}".encode())
+        h.update(self.landmarks_.fingerprint().encode())
+        h.update(np.ascontiguousarray(self.normalization_).tobytes())
+        return h.hexdigest()
 
     def transform_batches(self, X, y=None):
         """Iterate over the features of X chunk by chunk, for ``partial_fit`` learners.
