@@ -338,55 +338,6 @@ LEARNER_LABEL = {
 }
 
 
-class BatchRidgeFallback:
-    """Exact ridge classification from sufficient statistics (X^T X, X^T Y) over row
-    batches, alpha by GCV; used by the scale stage only when rntk_numba.linear (the
-    library's StreamingRidgeClassifier) is not importable."""
-
-    def __init__(self, alphas=RIDGE_ALPHAS, batch_size=65536):
-        self.alphas, self.batch_size = alphas, batch_size
-
-    def fit(self, X, y):
-        self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)
-        k = len(self.classes_)
-        n, p = X.shape
-        G, XtY, sx = np.zeros((p, p)), np.zeros((p, k)), np.zeros(p)
-        sy, yy = np.zeros(k), np.zeros(k)
-        for a in range(0, n, self.batch_size):
-            B = np.asarray(X[a:a + self.batch_size], dtype=np.float64)
-            Y = -np.ones((B.shape[0], k))
-            Y[np.arange(B.shape[0]), yi[a:a + B.shape[0]]] = 1.0
-            G += B.T @ B
-            XtY += B.T @ Y
-            sx += B.sum(0)
-            sy += Y.sum(0)
-            yy += (Y * Y).sum(0)
-        mx, my = sx / n, sy / n
-        Gc = G - n * np.outer(mx, mx)
-        Bc = XtY - n * np.outer(mx, my)
-        yyc = yy - n * my * my
-        s, V = np.linalg.eigh(Gc)
-        s = np.clip(s, 0, None)
-        VB = V.T @ Bc
-        best = None
-        for alpha in self.alphas:
-            W = V @ (VB / (s + alpha)[:, None])
-            rss = float(np.sum(yyc - 2 * np.sum(W * Bc, 0) + np.sum(W * (Gc @ W), 0)))
-            df = float(np.sum(s / (s + alpha)))
-            gcv = rss / (n * (1 - df / n) ** 2)
-            if best is None or gcv < best[0]:
-                best = (gcv, alpha, W)
-        self.alpha_, self.coef_ = best[1], best[2].T
-        self.intercept_ = my - mx @ best[2]
-        return self
-
-    def decision_function(self, X):
-        return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
-
-    def predict(self, X):
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
-
-
 def have_streaming():
     try:
         from rntk_numba.linear import StreamingRidgeClassifier  # noqa: F401
@@ -824,7 +775,7 @@ def stage_crossover(args, info):
             P, y = rows(Ptr, idx), ytr[idx]
             ex = exact_pipeline(P, y, Pte, yte, kernel, params["C"], args.n_jobs)
             del ex["G"], ex["root"]
-            best = None
+            best = best_any = None
             for m in [m for m in args.m if m < n]:
                 acc, tfit, tpred = nys_pipeline(P, y, Pte, yte, params, m, b, args.n_jobs)
                 log(f"crossover {src} N={n} m={m}: Nys {acc:.2f} % ({tfit + tpred:.2f} s) "
@@ -836,6 +787,8 @@ def stage_crossover(args, info):
             reached = best is not None
             if best is None:
                 best = best_any
+            if best is None:
+                continue
             t_ex = ex["fit_s"] + ex["predict_s"]
             t_ny = best[2] + best[3]
             out_rows.append({"source": src, "n_train": n, "n_test": Pte.n,
@@ -951,13 +904,8 @@ def stage_scale(args, info):
     res.update({"transform_rate": steps / t_tr, "transform_steps": steps})
     del F
     F = np.load(feat_path, mmap_mode="r")
-    if have_streaming():
-        from rntk_numba.linear import StreamingRidgeClassifier
-        clf, clf_name = StreamingRidgeClassifier(), \
-            "StreamingRidgeClassifier"
-    else:
-        clf, clf_name = BatchRidgeFallback(), "the script's BatchRidgeFallback " \
-            "(rntk_numba.linear not available)"
+    from rntk_numba.linear import StreamingRidgeClassifier
+    clf, clf_name = StreamingRidgeClassifier(), "StreamingRidgeClassifier"
     res["classifier"] = clf_name
     stage("train", lambda: clf.fit(F, ytr))
 
@@ -1212,8 +1160,8 @@ def parse_args(argv=None):
                    help="where the feature memmap goes (default --out)")
     p.add_argument("--keep-features", action="store_true")
     p.add_argument("--rate-subset", type=int, default=20_000)
-    p.add_argument("--sk-n", type=int, default=200, help="sklearn Nystroem subset N")
-    p.add_argument("--sk-m", type=int, default=32, help="sklearn Nystroem subset m")
+    p.add_argument("--sk-n", type=int, default=400, help="sklearn Nystroem subset N")
+    p.add_argument("--sk-m", type=int, default=64, help="sklearn Nystroem subset m")
     p.add_argument("--tslearn-n0", type=int, default=250)
     p.add_argument("--tslearn-nmax", type=int, default=16000)
     p.add_argument("--tslearn-test", type=int, default=500)
