@@ -828,7 +828,7 @@ def stage_scale(args, info):
     params = dict(sigma_w=SQRT2, sigma_b=0.0, readout=args.scale_readout)
     kernel = kernel_of(params)
     stages, res = [], {}
-    rss0 = rss()
+    rss0, anon0 = rss(), _status("RssAnon")
 
     def stage(name, fn):
         gc.collect()
@@ -874,13 +874,17 @@ def stage_scale(args, info):
     steps_sub = pair_steps(Psub.lengths, L_len, kernel.n_layers)
     _ = gram(rows(Psub, np.arange(min(64, Psub.n))), tf.landmarks_, kernel=kernel,
              n_jobs=args.n_jobs)                                     # warm-up
-    t0 = time.perf_counter()
-    _ = gram(Psub, tf.landmarks_, kernel=kernel, n_jobs=args.n_jobs)
-    t_gram = time.perf_counter() - t0
-    del _
-    t0 = time.perf_counter()
-    tf.transform(Psub)
-    t_tsub = time.perf_counter() - t0
+    t_grams, t_tsubs = [], []
+    for _r in range(args.rate_rounds):          # alternate, so that load drifts pair up
+        t0 = time.perf_counter()
+        _ = gram(Psub, tf.landmarks_, kernel=kernel, n_jobs=args.n_jobs)
+        t_grams.append(time.perf_counter() - t0)
+        del _
+        t0 = time.perf_counter()
+        tf.transform(Psub)
+        t_tsubs.append(time.perf_counter() - t0)
+    t_gram, t_tsub = float(np.median(t_grams)), float(np.median(t_tsubs))
+    paired = float(np.median(np.array(t_grams) / np.array(t_tsubs)))
     # projection alone, on a chunk-shaped block
     Kblk = np.random.default_rng(2).random((tf._chunk_rows(), m))
     t0 = time.perf_counter()
@@ -889,7 +893,8 @@ def stage_scale(args, info):
     del Kblk
     res.update({"rate_subset": Psub.n, "gram_sub_s": t_gram,
                 "gram_rate": steps_sub / t_gram, "transform_sub_s": t_tsub,
-                "transform_sub_rate": steps_sub / t_tsub,
+                "transform_sub_rate": steps_sub / t_tsub, "gram_sub_all_s": t_grams,
+                "transform_sub_all_s": t_tsubs, "paired_ratio": paired,
                 "projection_s_per_row": t_proj})
     del Psub
     log(f"scale: engine cross rate {steps_sub / t_gram / 1e6:.0f} M pair-steps/s on "
@@ -931,7 +936,7 @@ def stage_scale(args, info):
     peak_beyond = max(s["peak_rss_gb"] for s in stages if s["stage"] not in
                       ("generate", "pack")) - input_gb - rss0 / 2**30
     peak_anon_beyond = max(s["peak_anon_gb"] for s in stages if s["stage"] not in
-                           ("generate", "pack")) - input_gb - rss0 / 2**30
+                           ("generate", "pack")) - input_gb - anon0 / 2**30
     L = ["## Scale", "", f"Command: `{args.command}`", "", machine_line(info), "",
          f"N = {N:,} training + {Nt:,} test ragged series (lengths uniform in [50, 350], "
          f"{args.scale_classes} classes, seed {args.scale_seed}), RNTK "
@@ -950,11 +955,13 @@ def stage_scale(args, info):
           "| quantity | value |", "|---|---|",
           f"| transform rate (N x m) | {res['transform_rate'] / 1e6:.0f} M pair-steps/s |",
           f"| engine `gram(X_sub, landmarks)`, {res['rate_subset']:,} x {m}, just before "
-          f"| {res['gram_rate'] / 1e6:.0f} M pair-steps/s ({res['gram_sub_s']:.1f} s) |",
+          f"(median of {args.rate_rounds}) | {res['gram_rate'] / 1e6:.0f} M pair-steps/s "
+          f"({res['gram_sub_s']:.1f} s) |",
           f"| transform of the same subset | {res['transform_sub_rate'] / 1e6:.0f} M "
           f"pair-steps/s ({res['transform_sub_s']:.1f} s) |",
           f"| transform / engine rate | {res['transform_rate'] / res['gram_rate']:.1%} "
-          f"(subset, paired: {res['transform_sub_rate'] / res['gram_rate']:.1%}) |",
+          f"(subset: median of {args.rate_rounds} paired ratios "
+          f"{res['paired_ratio']:.1%}) |",
           f"| projection alone | {res['projection_s_per_row'] * N:.1f} s for N rows "
           f"({res['projection_s_per_row'] * 1e6:.1f} us / row) |",
           f"| peak RSS beyond input (fit..predict) | {peak_beyond:.2f} GB (anon "
@@ -1107,7 +1114,7 @@ def stage_peers(args, info):
 #: --quick: every stage on tiny sizes (a smoke run; the numbers mean nothing).
 QUICK = dict(m="8,16", seeds="0", crossover_n="40,80", crossover_synth_n="40,80",
              crossover_test=60, learner_datasets="GunPoint", datasets="GunPoint",
-             scale_n=2000, scale_test=200, scale_m=16, rate_subset=200, sk_n=20, sk_m=4,
+             scale_n=2000, scale_test=200, scale_m=16, rate_subset=200, rate_rounds=1, sk_n=20, sk_m=4,
              tslearn_n0=20, tslearn_nmax=40, tslearn_test=20, tslearn_budget=20.0)
 
 
@@ -1159,7 +1166,9 @@ def parse_args(argv=None):
     p.add_argument("--scale-dir", default=None,
                    help="where the feature memmap goes (default --out)")
     p.add_argument("--keep-features", action="store_true")
-    p.add_argument("--rate-subset", type=int, default=20_000)
+    p.add_argument("--rate-subset", type=int, default=10_000)
+    p.add_argument("--rate-rounds", type=int, default=3,
+                   help="alternating gram / transform timings on the subset")
     p.add_argument("--sk-n", type=int, default=400, help="sklearn Nystroem subset N")
     p.add_argument("--sk-m", type=int, default=64, help="sklearn Nystroem subset m")
     p.add_argument("--tslearn-n0", type=int, default=250)
