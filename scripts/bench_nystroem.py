@@ -738,11 +738,11 @@ def stage_learners(args, info):
 
 
 # --------------------------------------------------------------------------- crossover
-def nys_pipeline(Ptr, ytr, Pte, yte, params, m, b, n_jobs):
+def nys_pipeline(Ptr, ytr, Pte, yte, params, m, b, n_jobs, C=None):
     t0 = time.perf_counter()
     tf = nys(params, m, "rpcholesky", 0, n_jobs).fit(Ptr)
     F = tf.transform(Ptr)
-    est, _, _ = fit_learner(b, params["C"], F, ytr)
+    est, _, _ = fit_learner(b, params["C"] if C is None else C, F, ytr)
     t1 = time.perf_counter()
     acc = 100 * float(np.mean(est.predict(tf.transform(Pte)) == yte))
     t2 = time.perf_counter()
@@ -777,7 +777,8 @@ def stage_crossover(args, info):
             del ex["G"], ex["root"]
             best = best_any = None
             for m in [m for m in args.m if m < n]:
-                acc, tfit, tpred = nys_pipeline(P, y, Pte, yte, params, m, b, args.n_jobs)
+                acc, tfit, tpred = nys_pipeline(P, y, Pte, yte, params, m, b, args.n_jobs,
+                                                C=args.nys_C)
                 log(f"crossover {src} N={n} m={m}: Nys {acc:.2f} % ({tfit + tpred:.2f} s) "
                     f"vs exact {ex['acc']:.2f} % ({ex['fit_s'] + ex['predict_s']:.2f} s)")
                 if acc >= ex["acc"] - 1.0:
@@ -803,7 +804,9 @@ def stage_crossover(args, info):
     L = ["## Crossover: from which N is the Nyström pipeline faster at equal accuracy",
          "", f"Command: `{args.command}`", "", machine_line(info), "",
          f"Exact: cosine RNTK-mean Gram + SVC (fit), cross Gram + predict. Nyström: "
-         f"rpcholesky (seed 0), {b}, the smallest m of {list(args.m)} whose test accuracy "
+         f"rpcholesky (seed 0), {b} (C = "
+         f"{'the exact SVC' + chr(39) + 's' if args.nys_C is None else args.nys_C}), "
+         f"the smallest m of {list(args.m)} whose test accuracy "
          f"is within 1 point of the exact SVC's (picked on the test set: a cost "
          f"measurement), fit + transform + learner, predict = transform + predict. Same "
          f"test set for every N. Single runs.", "",
@@ -1148,6 +1151,9 @@ def parse_args(argv=None):
                    "AllGestureWiimoteX")
     p.add_argument("--recommended", default="ridgecv",
                    help="the linear learner of the crossover / peers pipelines")
+    p.add_argument("--nys-C", type=float, default=None,
+                   help="C of the linear learner in the crossover stage's Nystrom "
+                        "pipeline (default: the exact SVC's C)")
     p.add_argument("--forda-C", type=float, default=None,
                    help="FordA's C outside the fidelity stage (default: the fidelity "
                         "stage's CV choice if it ran, else 1)")
