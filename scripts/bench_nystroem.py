@@ -509,6 +509,7 @@ def write_fidelity(args, info, exact_rows, rows_out, b_learners, partial=False):
               out / "fidelity_exact.csv")
     if partial:
         return None
+    (out / "fidelity_partial.csv").unlink(missing_ok=True)
     md = fidelity_markdown(args, info, exact_rows, rows_out, b_learners)
     (out / "fidelity.md").write_text(md)
     if not args.no_plot:
@@ -663,7 +664,7 @@ def fidelity_plot(path, exact_rows, rows_out, b_learners):
             ax.plot(ms, [_mean([r["acc_a"] for r in _agg(rows_out, dataset=s, m=m,
                                                           landmarks=method)]) for m in ms],
                     style, ms=3, label=f"(a) {method}")
-        for b in b_learners[:1]:
+        for b in b_learners:
             ax.plot(ms, [_mean([r["acc_" + b] for r in _agg(rows_out, dataset=s, m=m,
                                                               landmarks="rpcholesky")])
                          for m in ms], ":^", ms=3, label=f"(b) {b}")
