@@ -900,7 +900,6 @@ def stage_scale(args, info):
                 "transform_sub_rate": steps_sub / t_tsub, "gram_sub_all_s": t_grams,
                 "transform_sub_all_s": t_tsubs, "paired_ratio": paired,
                 "projection_s_per_row": t_proj})
-    del Psub
     log(f"scale: engine cross rate {steps_sub / t_gram / 1e6:.0f} M pair-steps/s on "
         f"{sub.size} x {m}; transform on the same {steps_sub / t_tsub / 1e6:.0f} M/s")
     feat_path = Path(args.scale_dir or out) / f"features_{N}_{m}.f32.npy"
@@ -910,7 +909,13 @@ def stage_scale(args, info):
     stage("transform", lambda: tf.transform(Ptr, out=F))
     F.flush()
     t_tr = stages[-1]["wall_s"]
-    res.update({"transform_rate": steps / t_tr, "transform_steps": steps})
+    # the engine's rate once more right after, to bracket load drifts during the run
+    t0 = time.perf_counter()
+    _ = gram(Psub, tf.landmarks_, kernel=kernel, n_jobs=args.n_jobs)
+    t_after = time.perf_counter() - t0
+    del _, Psub
+    res.update({"transform_rate": steps / t_tr, "transform_steps": steps,
+                "gram_rate_after": steps_sub / t_after})
     del F
     F = np.load(feat_path, mmap_mode="r")
     from rntk_numba.linear import StreamingRidgeClassifier
@@ -961,6 +966,8 @@ def stage_scale(args, info):
           f"| engine `gram(X_sub, landmarks)`, {res['rate_subset']:,} x {m}, just before "
           f"(median of {args.rate_rounds}) | {res['gram_rate'] / 1e6:.0f} M pair-steps/s "
           f"({res['gram_sub_s']:.1f} s) |",
+          f"| engine, same subset, right after the transform | "
+          f"{res['gram_rate_after'] / 1e6:.0f} M pair-steps/s |",
           f"| transform of the same subset | {res['transform_sub_rate'] / 1e6:.0f} M "
           f"pair-steps/s ({res['transform_sub_s']:.1f} s) |",
           f"| transform / engine rate | {res['transform_rate'] / res['gram_rate']:.1%} "
