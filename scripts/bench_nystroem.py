@@ -853,16 +853,12 @@ def stage_scale(args, info):
     data = stage("generate", lambda: synthetic(N + Nt, seed=args.scale_seed,
                                                n_classes=args.scale_classes,
                                                as_list=True))
-    X_list, y_all = data
-
-    def _pack():
-        P = pack(X_list)
-        return P
-    P_all = stage("pack", _pack)
-    del X_list, data
+    y_all = data[1]
+    P_all = stage("pack", lambda: pack(data[0]))
+    del data
     gc.collect()
-    Ptr = PackedSequences(*[a for a in (P_all.values[:P_all.offsets[N]],
-                                        P_all.offsets[:N + 1], P_all.lengths[:N])])
+    Ptr = PackedSequences(P_all.values[:P_all.offsets[N]], P_all.offsets[:N + 1],
+                          P_all.lengths[:N])
     o = int(P_all.offsets[N])
     Pte = PackedSequences(P_all.values[o:], P_all.offsets[N:] - o, P_all.lengths[N:])
     ytr, yte = y_all[:N], y_all[N:]
