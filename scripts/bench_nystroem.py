@@ -850,12 +850,11 @@ def stage_scale(args, info):
             f"(anon {row['peak_anon_gb']:.2f}), RSS after {row['rss_after_gb']:.2f} GB")
         return value
 
-    data = stage("generate", lambda: synthetic(N + Nt, seed=args.scale_seed,
-                                               n_classes=args.scale_classes,
-                                               as_list=True))
+    data = list(stage("generate", lambda: synthetic(N + Nt, seed=args.scale_seed,
+                                                    n_classes=args.scale_classes,
+                                                    as_list=True)))
     y_all = data[1]
-    P_all = stage("pack", lambda: pack(data[0]))
-    del data
+    P_all = stage("pack", lambda: pack(data.pop(0)))      # the list is freed after
     gc.collect()
     Ptr = PackedSequences(P_all.values[:P_all.offsets[N]], P_all.offsets[:N + 1],
                           P_all.lengths[:N])
