@@ -14,6 +14,7 @@ from .sequences import PackedSequences, from_channels_first, pack, to_padded
 # public name -> module that defines it (imported lazily)
 _LAZY = {
     "GramStore": "store",
+    "RNTKGaussianProcessRegressor": "gp", "evidence_search": "gp",
     "load_demo": "datasets", "load_ucr": "datasets", "normalize": "datasets",
     "RNTKClassifier": "estimators", "RNTKRegressor": "estimators",
     "RNTKSearchCV": "estimators", "KernelClassifier": "estimators",

@@ -13,7 +13,7 @@ import sys
 from ._version import __version__
 
 # module -> what it adds (kept in one place; a module that is absent is skipped)
-_SUBCOMMANDS = ("rntk_numba.demo", "rntk_numba.store")
+_SUBCOMMANDS = ("rntk_numba.demo", "rntk_numba.store", "rntk_numba.batch")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,8 +48,8 @@ def run_demo(*, sigma_w: float = math.sqrt(2.0), sigma_b: float = 0.0,
         ``params`` and ``seconds`` for each method, and ``"data"``.
     """
     from .datasets import load_demo
-    from .estimators import RNTKSearchCV
-    from .search_kernels import grid
+    from .kernel_specs import grid
+    from .search import RNTKSearchCV
 
     out = sys.stdout if out is None else out
     if cache is not None:

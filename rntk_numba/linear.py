@@ -5,14 +5,16 @@ series at m = 1024 is a 4 GB float32 feature matrix on disk, which scikit-learn'
 ``RidgeClassifier`` would copy (centring) and hold in float64. Ridge regression needs
 only the sufficient statistics ``A = Phi^T Phi`` (m x m), ``b = Phi^T Y``, the column
 sums and ``Y^T Y``, accumulated batch by batch in float64; the solution for every
-penalty follows from one eigendecomposition of the centred ``A``, and so does the
-generalised cross-validation score that picks the penalty (Golub, Heath and Wahba 1979):
+penalty follows from one eigendecomposition of the centred ``A``. The penalty is
+chosen by the exact leave-one-out error (a second pass: the leverage of every row in
+the eigenbasis, as scikit-learn's ``RidgeClassifierCV``), or, where a second pass is
+not possible (``partial_fit``), by generalised cross-validation from the statistics
+alone (Golub, Heath and Wahba 1979):
 
     GCV(alpha) = RSS(alpha) / n / (1 - df(alpha) / n)^2,
-    df(alpha) = sum_i lambda_i / (lambda_i + alpha),
+    df(alpha) = sum_i lambda_i / (lambda_i + alpha).
 
-with RSS computed exactly from the statistics. Memory: O(m^2 + batch x m); time: one
-pass, ``n m^2`` multiply-adds (a BLAS ``syrk`` per batch).
+Memory: O(m^2 + batch x m); time: two passes of ``n m^2`` multiply-adds.
 
 Classes are coded one-vs-all as +1 / -1, as scikit-learn's ``RidgeClassifier`` does;
 the prediction is the class of the largest decision value.
@@ -64,10 +66,17 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     alphas : float or sequence of floats, default 1e-6 ... 1e2
-        Penalties; with several, the one of least GCV score is chosen.
+        Penalties; with several, the one of least leave-one-out error is chosen.
     alpha_scale : {"relative", "absolute"}, default "relative"
         "relative": a penalty is multiplied by the mean eigenvalue of the centred
         feature Gram ``trace(A) / m``, so one grid suits features of any scale.
+    alpha_selection : {"loo", "gcv"}, default "loo"
+        How ``fit`` scores the penalties: "loo", the exact leave-one-out squared error
+        (a second pass over X, as scikit-learn's ``RidgeClassifierCV``); "gcv",
+        generalised cross-validation from the statistics alone (no second pass; it
+        assumes similar leverages, which Nyström features of a training set that
+        contains its landmarks do not have: measured worse there). ``partial_fit``
+        always uses GCV (it sees each batch once).
     fit_intercept : bool, default True
     batch_size : int, default 65536
         Rows read at a time by ``fit`` (memory: ``batch_size x m`` float64).
@@ -79,8 +88,10 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
     intercept_ : ndarray (n_classes or 1,)
     alpha_ : float
         The chosen penalty (absolute).
-    gcv_ : ndarray
-        GCV score of each of ``alphas``.
+    alphas_ : ndarray
+        The penalties tried (absolute).
+    cv_scores_ : ndarray
+        Leave-one-out (or GCV) mean squared error of each.
     n_samples_seen_ : int
     n_features_in_ : int
 
@@ -95,9 +106,10 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, alphas=DEFAULT_ALPHAS, alpha_scale="relative",
-                 fit_intercept=True, batch_size=65536):
+                 alpha_selection="loo", fit_intercept=True, batch_size=65536):
         self.alphas = alphas
         self.alpha_scale = alpha_scale
+        self.alpha_selection = alpha_selection
         self.fit_intercept = fit_intercept
         self.batch_size = batch_size
 
@@ -110,6 +122,12 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"alpha_scale must be 'relative' or 'absolute', got "
                              f"{self.alpha_scale!r}")
         return a
+
+    def _selection(self):
+        if self.alpha_selection not in ("loo", "gcv"):
+            raise ValueError(f"alpha_selection must be 'loo' or 'gcv', got "
+                             f"{self.alpha_selection!r}")
+        return self.alpha_selection
 
     def _batch(self):
         b = self.batch_size
@@ -173,7 +191,12 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
         for a in range(0, n, step):
             b = min(n, a + step)
             self._accumulate(X[a:b], y[a:b], a)
-        return self._solve()
+        e = self._eig()
+        if e["alphas"].size == 1:
+            return self._finish(e, np.zeros(1))
+        selection = self._selection()
+        scores = self._loo(e, X, y, step) if selection == "loo" else self._gcv(e)
+        return self._finish(e, scores)
 
     def partial_fit(self, X, y, classes=None):
         """Add a batch. ``classes`` (all labels) is required on the first call."""
@@ -188,14 +211,18 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {m} features, but StreamingRidgeClassifier is "
                              f"expecting {self.n_features_in_} features as input")
         self._accumulate(X, y)
-        return self._solve()
+        e = self._eig()
+        return self._finish(e, self._gcv(e))
 
-    def _solve(self):
+    def _eig(self):
+        """Centred statistics and the eigendecomposition of the centred ``A``."""
         n = self.n_samples_seen_
         if n == 0:
             raise ValueError("no samples seen")
         A, B = self._A, self._B
         yy = self._yy.copy()
+        mu = np.zeros(A.shape[0])
+        ybar = np.zeros(B.shape[1])
         if self.fit_intercept:
             mu = self._s / n
             ybar = self._ysum / n
@@ -207,29 +234,56 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
         alphas = self._alphas()
         scale = max(float(lam.sum()) / lam.size, np.finfo(float).tiny) \
             if self.alpha_scale == "relative" else 1.0
-        Vb = V.T @ B                               # (m, k)
-        gcv = np.empty(alphas.size)
-        for i, a in enumerate(alphas * scale):
+        return dict(n=n, mu=mu, ybar=ybar, yy=yy, lam=lam, V=V, Vb=V.T @ B,
+                    alphas=alphas * scale)
+
+    def _gcv(self, e):
+        """GCV score of each penalty, from the statistics alone."""
+        n, lam, Vb, yy = e["n"], e["lam"], e["Vb"], e["yy"]
+        out = np.empty(e["alphas"].size)
+        for i, a in enumerate(e["alphas"]):
             c = Vb / (lam + a)[:, None]            # coefficients in the eigenbasis
             # RSS = yy - 2 w.b + w.A w, per class, summed
             rss = float(np.sum(yy - 2 * np.sum(c * Vb, axis=0)
                                + np.sum(c * c * lam[:, None], axis=0)))
             df = float(np.sum(lam / (lam + a))) + (1.0 if self.fit_intercept else 0.0)
-            gcv[i] = max(rss, 0.0) / n / max(1.0 - df / n, 1e-12) ** 2
-        best = int(np.argmin(gcv))
-        alpha = float(alphas[best] * scale)
-        W = V @ (Vb / (lam + alpha)[:, None])      # (m, k)
-        if self.fit_intercept:
-            b0 = ybar - mu @ W
-        else:
-            b0 = np.zeros(W.shape[1])
+            out[i] = max(rss, 0.0) / n / max(1.0 - df / n, 1e-12) ** 2
+        return out
+
+    def _loo(self, e, X, y, step):
+        """Exact leave-one-out mean squared error of each penalty (one more pass over
+        X): residual_i / (1 - h_ii), with the leverages ``h_ii = 1/n + sum_j
+        z_ij^2 / (lambda_j + alpha)``, ``z_i = V^T (x_i - mean)`` (the intercept is
+        not penalised), as scikit-learn's ``RidgeClassifierCV`` computes it."""
+        n, lam, V, Vb, mu, ybar = e["n"], e["lam"], e["V"], e["Vb"], e["mu"], e["ybar"]
+        alphas = e["alphas"]
+        h0 = 1.0 / n if self.fit_intercept else 0.0
+        coefs = [Vb / (lam + a)[:, None] for a in alphas]
+        sse = np.zeros(alphas.size)
+        for a0 in range(0, n, step):
+            b = min(n, a0 + step)
+            Z = (np.asarray(X[a0:b], dtype=np.float64) - mu) @ V
+            Y = self._targets(y[a0:b]) - ybar
+            Z2 = Z * Z
+            for i, a in enumerate(alphas):
+                h = h0 + Z2 @ (1.0 / (lam + a))
+                r = (Y - Z @ coefs[i]) / np.maximum(1.0 - h, 1e-12)[:, None]
+                sse[i] += float(np.sum(r * r))
+        return sse / n
+
+    def _finish(self, e, scores):
+        best = int(np.argmin(scores))
+        alpha = float(e["alphas"][best])
+        W = e["V"] @ (e["Vb"] / (e["lam"] + alpha)[:, None])      # (m, k)
+        b0 = e["ybar"] - e["mu"] @ W
         if self.classes_.size == 2:                # binary: one decision function
             W = W[:, 1:]
             b0 = b0[1:]
         self.coef_ = W.T.copy()
         self.intercept_ = np.asarray(b0, dtype=np.float64)
         self.alpha_ = alpha
-        self.gcv_ = gcv
+        self.alphas_ = e["alphas"]
+        self.cv_scores_ = scores
         return self
 
     # ------------------------------------------------------------------ predict

@@ -40,6 +40,7 @@ series are the same bits whatever ``n_jobs``, ``chunk_size`` or joblib backend.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
@@ -48,11 +49,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .engine import prepare, resolve_n_jobs, run_tiles
-from .estimators import _check_scaling, _root_self, _validate_X
+from . import _kernels
+from .engine import LANES, _scalars, prepare, resolve_n_jobs, run_tiles, warm_up
+from .inputs import _validate_X
+from .kernel_models import _check_scaling, _root_self
 from .params import RNTK
 from .sequences import PackedSequences
-from .tiles import pair_steps
+from .tiles import TARGET_TILE_STEPS, pair_steps
 
 __all__ = ["RNTKNystroem", "LANDMARK_METHODS", "PROJECTION_BLOCK", "rows_of"]
 
@@ -114,6 +117,86 @@ def _progress_bar(enabled, total, desc):
         return None
     from tqdm.auto import tqdm
     return tqdm(total=total, unit="step", unit_scale=True, desc=desc, smoothing=0.1)
+
+
+def _project(K: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """``K @ M`` in blocks of exactly PROJECTION_BLOCK rows (the last zero-padded), so
+    that a row's bits never depend on how many rows came with it."""
+    n, B = K.shape[0], PROJECTION_BLOCK
+    out = np.empty((n, M.shape[1]))
+    pad = np.zeros((B, K.shape[1]))
+    for a in range(0, n, B):
+        b = min(n, a + B)
+        if b - a == B:
+            np.matmul(K[a:b], M, out=out[a:b])
+        else:
+            pad[:b - a] = K[a:b]
+            pad[b - a:] = 0.0
+            out[a:b] = (pad @ M)[:b - a]
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Landmarks:
+    """The landmarks' side of every transform task, precomputed once per call: their
+    packed series (sorted by decreasing length, as the lock-step lanes want them) and
+    self-kernel factors (spec 3.1). Picklable."""
+
+    values: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    f1: np.ndarray
+    f2: np.ndarray
+
+    @classmethod
+    def of(cls, PL: PackedSequences, kernel: RNTK) -> "_Landmarks":
+        f1, f2, _ = _factors(PL, kernel, None)
+        return cls(PL.values, PL.offsets, PL.lengths, f1, f2)
+
+
+def _factors(P, kernel, kind):
+    """Self-kernel factors of P's positions, and its same-sample self-kernels."""
+    sw2, su2, sb2, sh2, sv2 = _scalars(kernel)
+    sig, dntk, dnngp = _kernels._self_walk(P.values, P.offsets, P.lengths,
+                                           kernel.n_layers, kernel.activation_code,
+                                           sw2, su2, sb2, sh2, sv2, kernel.readout_code)
+    f1, f2 = _kernels._self_factors(sig, kernel.activation_code)
+    return f1, f2, (dntk if kind == "ntk" else dnngp)
+
+
+def _strip_features(P, start, side, kernel, kind, landmark_root, M, dtype):
+    """Features of the series P (rows ``start ...`` of X): their kernel to all
+    landmarks (one lock-step tile through the numba core), scaled, projected. One
+    picklable task for any joblib backend. Returns ``(features, pair_steps)``.
+
+    The tile is the one ``engine.compute_tile`` would run for these rows and columns
+    (columns already by decreasing length), without its reordering copies and with
+    the landmarks' self-kernel factors computed once per call."""
+    f1, f2, self_k = _factors(P, kernel, kind)
+    n, m = P.n, side.lengths.shape[0]
+    values = np.ascontiguousarray(np.concatenate([P.values, side.values]))
+    offsets = np.concatenate([P.offsets[:-1], P.offsets[-1] + side.offsets])
+    lengths = np.concatenate([P.lengths, side.lengths])
+    f1 = np.ascontiguousarray(np.concatenate([f1, side.f1], axis=1))
+    f2 = np.ascontiguousarray(np.concatenate([f2, side.f2], axis=1))
+    ntk, nngp = np.empty((n, m)), np.empty((n, m))
+    sw2, su2, sb2, _, sv2 = _scalars(kernel)
+    _kernels._tile_lockstep(values, offsets, lengths, f1, f2,
+                            np.arange(n, dtype=np.int64),
+                            np.arange(n, n + m, dtype=np.int64), False,
+                            kernel.n_layers, kernel.activation_code, sw2, su2, sb2, sv2,
+                            kernel.readout_code, LANES, ntk, nngp)
+    K = ntk if kind == "ntk" else nngp
+    if landmark_root is not None:
+        K /= _root_self(self_k)[:, None]
+        K /= landmark_root[None, :]
+    if not np.isfinite(K).all():
+        i, j = (int(v) for v in np.argwhere(~np.isfinite(K))[0])
+        raise ValueError(f"the kernel between series {start + i} of X and landmark {j} "
+                         f"is not finite: the kernel overflowed float64; use sigma_w "
+                         f"closer to sqrt(2), or shorter or rescaled series")
+    cost = pair_steps(P.lengths, side.lengths, kernel.n_layers)
+    return _project(K, M).astype(dtype, copy=False), cost
 
 
 # --------------------------------------------------------------------------- landmarks
@@ -233,7 +316,8 @@ class RNTKNystroem(TransformerMixin, BaseEstimator):
     landmarks_ : PackedSequences
         The m landmark series, packed.
     landmark_indices_ : ndarray (m,) int
-        Their positions in the training set.
+        Their positions in the training set, in the order of the features (by
+        decreasing length, then position).
     normalization_ : ndarray (m, m)
         ``K_mm^(-1/2)`` (symmetric).
     eigenvalues_ : ndarray (m,)
@@ -357,6 +441,9 @@ class RNTKNystroem(TransformerMixin, BaseEstimator):
                 if bar is not None:
                     bar.close()
             idx = np.sort(pool[piv])
+        # landmarks by decreasing length: the tiles' column blocks (the lock-step
+        # lanes) then hold series of similar lengths and idle less
+        idx = idx[np.argsort(-PX.lengths[idx], kind="stable")]
         t1 = time.perf_counter()
         PL = PX.subset(idx)
         K = self._landmark_gram(PL, kernel)
@@ -429,42 +516,53 @@ class RNTKNystroem(TransformerMixin, BaseEstimator):
                    CHUNK_BYTES // (8 * m) // PROJECTION_BLOCK * PROJECTION_BLOCK)
 
     def _chunks(self, PX, bar):
-        """Yield ``(start, stop, features)`` over row chunks of PX, in order."""
-        kernel, kind = self.kernel_, self.kind
-        PL = self.landmarks_
-        step = self._chunk_rows()
-        dtype = np.dtype(self.dtype)
-        for a in range(0, PX.n, step):
-            b = min(PX.n, a + step)
-            P = rows_of(PX, a, b)
-            K, self_k = _cross_kernel(P, PL, kernel, kind, n_jobs=self.n_jobs,
-                                      on_progress=None if bar is None else bar.update)
-            if self.landmark_self_root_ is not None:
-                root = _root_self(self_k)
-                K /= root[:, None]
-                K /= self.landmark_self_root_[None, :]
-            if not np.isfinite(K).all():
-                i, j = (int(v) for v in np.argwhere(~np.isfinite(K))[0])
-                raise ValueError(f"the kernel between series {a + i} of X and landmark "
-                                 f"{j} is not finite: the kernel overflowed float64; use "
-                                 f"sigma_w closer to sqrt(2), or shorter or rescaled "
-                                 f"series")
-            yield a, b, self._project(K).astype(dtype, copy=False)
+        """Yield ``(start, stop, features)`` over row chunks of PX, in order.
 
-    def _project(self, K: np.ndarray) -> np.ndarray:
-        """``K @ normalization_`` in blocks of exactly PROJECTION_BLOCK rows."""
-        n, B = K.shape[0], PROJECTION_BLOCK
-        out = np.empty((n, self.normalization_.shape[1]))
-        pad = np.zeros((B, K.shape[1]))
-        for a in range(0, n, B):
-            b = min(n, a + B)
-            if b - a == B:
-                np.matmul(K[a:b], self.normalization_, out=out[a:b])
+        The work is cut into row strips (whole multiples of ``PROJECTION_BLOCK`` rows,
+        about ``TARGET_TILE_STEPS`` pair-steps each) against all landmarks; each task
+        computes its strip's kernel AND projects it, so the projection runs on the
+        workers beside the kernels, and one ordered joblib stream serves the whole
+        call (no barrier between chunks). BLAS runs single-threaded meanwhile (the
+        workers already use every core; results do not depend on BLAS threads).
+        """
+        from joblib import Parallel, delayed
+        from threadpoolctl import threadpool_limits
+
+        kernel, PL = self.kernel_, self.landmarks_
+        step = self._chunk_rows()
+        strip = self._strip_rows(PX)
+        args = (_Landmarks.of(PL, kernel), kernel, self.kind, self.landmark_self_root_,
+                self.normalization_, np.dtype(self.dtype).str)
+        bounds = [(a, min(PX.n, a + step)) for a in range(0, PX.n, step)]
+        tasks = [(s0, min(b, s0 + strip)) for a, b in bounds for s0 in range(a, b, strip)]
+        workers = resolve_n_jobs(self.n_jobs)
+        warm_up(PX.m, kernel.activation_code)
+        jobs = (delayed(_strip_features)(rows_of(PX, s0, s1), s0, *args)
+                for s0, s1 in tasks)
+        with threadpool_limits(1, user_api="blas"):
+            if workers == 1 or len(tasks) <= 1:
+                results = (_strip_features(rows_of(PX, s0, s1), s0, *args)
+                           for s0, s1 in tasks)
             else:
-                pad[:b - a] = K[a:b]
-                pad[b - a:] = 0.0
-                out[a:b] = (pad @ self.normalization_)[:b - a]
-        return out
+                results = Parallel(n_jobs=workers, prefer="threads",
+                                   return_as="generator")(jobs)
+            it = iter(results)
+            for a, b in bounds:
+                parts = []
+                while sum(p.shape[0] for p in parts) < b - a:
+                    F, cost = next(it)
+                    parts.append(F)
+                    if bar is not None:
+                        bar.update(cost)
+                yield a, b, parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _strip_rows(self, PX) -> int:
+        """Rows per task: multiples of PROJECTION_BLOCK, ~TARGET_TILE_STEPS pair-steps."""
+        per_row = max(1.0, float(np.mean(np.minimum(PX.lengths.mean(),
+                                                     self.landmarks_.lengths))))
+        per_row *= self.landmarks_.n * self.kernel_.n_layers
+        blocks = max(1, int(TARGET_TILE_STEPS // (per_row * PROJECTION_BLOCK)))
+        return blocks * PROJECTION_BLOCK
 
     def _bar(self, PX, desc="nystroem"):
         return _progress_bar(self.progress,

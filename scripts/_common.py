@@ -1,6 +1,34 @@
-"""Helpers shared by the experiment scripts (not part of the package)."""
+"""Plumbing shared by the experiment scripts (not part of the package): output folders,
+run metadata, CSV writing and the plotting set-up, so that each script keeps only its
+experiment. A script imports it after putting its own folder on ``sys.path``."""
 
 import csv
+import os
+import platform
+import sys
+from pathlib import Path
+
+#: The repository root (the folder above scripts/).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def out_dir(path) -> Path:
+    """The output folder ``path``, created with its parents if absent."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def machine() -> dict:
+    """Where a run ran: Python version, CPU count, platform, and the load average now
+    (the machine may be shared; timings are read with it)."""
+    return {"python": platform.python_version(), "cpus": os.cpu_count(),
+            "platform": platform.platform(), "load_average_start": os.getloadavg()}
+
+
+def command() -> str:
+    """The command line of this run, as one string (``python script.py --opt ...``)."""
+    return " ".join([Path(sys.executable).name, *sys.argv])
 
 
 def write_csv(rows, columns, path):
@@ -11,3 +39,26 @@ def write_csv(rows, columns, path):
         for r in rows:
             w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
                         for c in columns})
+
+
+def write_rows(rows, path):
+    """Write dict rows as they are (columns: the first row's keys, values unformatted)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def pyplot(missing: str | None = None):
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (files only). If
+    matplotlib is absent: ImportError, or, given ``missing``, print it and return None."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        if missing is None:
+            raise
+        print(missing)
+        return None
+    return plt

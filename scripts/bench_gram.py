@@ -26,6 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from _common import out_dir, pyplot  # noqa: E402
 
 from rntk_numba import RNTK, gram, pack, to_padded  # noqa: E402
 from rntk_numba import _kernels  # noqa: E402
@@ -237,8 +239,7 @@ def main(argv=None):
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_dir(args.out)
     rng = np.random.default_rng(args.seed)
     nj = args.n_jobs
     print(f"rntk-numba Gram benchmark: {nj} jobs, numba {numba.__version__}, "
@@ -334,12 +335,8 @@ def write_results(rows, scaling, out, nj):
 
 
 def plot_scaling(scaling, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib missing: no scaling plot")
+    plt = pyplot(missing="matplotlib missing: no scaling plot")
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, axis, col, fixed in ((axes[0], "N", 1, "T=200"), (axes[1], "T", 2, "N=500")):

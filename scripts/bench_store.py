@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -42,6 +41,8 @@ from rntk_numba import RNTK, GramStore, gram
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE.parent / "tests" / "_store_worker.py"
+sys.path.insert(0, str(HERE))
+from _common import command, machine, out_dir  # noqa: E402
 
 
 def data(n, T, seed=0):
@@ -272,14 +273,9 @@ def main(argv=None):
         args.n_jobs = len(os.sched_getaffinity(0))
     if args.oocore_child:
         return oocore_child(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    root = Path(args.tmp) if args.tmp else out
-    root.mkdir(parents=True, exist_ok=True)
-    res = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                       "platform": platform.platform(),
-                       "load_average_start": os.getloadavg()},
-           "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    out = out_dir(args.out)
+    root = out_dir(args.tmp) if args.tmp else out
+    res = {"machine": machine(), "command": command()}
     if not args.skip_timing:
         res["page_cache"] = page_cache_probe(root)
         print("page cache: " + ", ".join(f"{k} {v:.0f}" for k, v in res["page_cache"].items()),

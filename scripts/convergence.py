@@ -35,7 +35,7 @@ from rntk_numba import RNTK, gram
 from rntk_numba.finite import empirical_ntk
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write_csv  # noqa: E402
+from _common import out_dir, pyplot, write_csv  # noqa: E402
 
 # default hyperparameters per activation (su = 1 as in the paper)
 _SIGMA_W = {"relu": math.sqrt(2.0), "erf": 1.2}
@@ -127,9 +127,7 @@ def print_table(rows, widths):
 
 
 def plot(rows, widths, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     weights = sorted({r["weights"] for r in rows}, key=["tied", "untied"].index)
     fig, axes = plt.subplots(1, len(weights), figsize=(5.2 * len(weights), 4.2),
@@ -169,7 +167,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.seeds < 1 or min(args.widths) < 1 or args.length < 1:
         raise SystemExit("convergence.py: --seeds, --widths and --length must be >= 1")
-    os.makedirs(args.out, exist_ok=True)
+    out_dir(args.out)
     t0 = time.perf_counter()
     rows = run(args)
     widths = sorted(set(args.widths))

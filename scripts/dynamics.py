@@ -52,7 +52,7 @@ from rntk_numba import RNTK, gram
 from rntk_numba.analysis import GradientFlow
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write_csv  # noqa: E402
+from _common import out_dir, pyplot, write_csv  # noqa: E402
 
 COLUMNS = ["model", "width", "seed", "step", "test_mse", "train_mse", "dev"]
 
@@ -230,9 +230,7 @@ def print_table(rows, widths, n_steps):
 
 
 def plot(rows, widths, path, lr):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11.5, 5.0))
     kern = sorted((r["step"], r["test_mse"]) for r in rows if r["model"] == "kernel")
@@ -277,7 +275,7 @@ def plot(rows, widths, path, lr):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    out_dir(args.out)
     t0 = time.perf_counter()
     path = os.path.join(args.out, "dynamics.csv")
     if args.replot:

@@ -40,9 +40,34 @@ repeat, with ``snr_db``, ``snr_clean_db`` and the chosen hyperparameters) and
 ``regression.png``; with ``--real``: ``regression_real.csv`` and ``regression_real.png``.
 Prints mean +- std tables.
 
+``--intervals`` runs instead the uncertainty experiment (issue 14) on BOTH data sets:
+the sine (T_fixed 10, T_var 8, noise ``--noise``) and the sunspots (T_fixed 20, T_var
+16), windows of random length in ``[T_fixed - T_var, T_fixed]``. Methods, all fitted on
+the training windows and scored on the test windows:
+
+* ``nngp_default`` / ``ntk_default``: ``RNTKGaussianProcessRegressor()`` with default
+  arguments (relu, sw = sqrt 2, sb = sh = 0; output scale and noise by evidence), the
+  exact NNGP posterior and the NTK ensemble trained to convergence (ridge = noise);
+* ``nngp_evidence`` / ``ntk_evidence``: the RNTK hyperparameters chosen by
+  ``evidence_search`` over the grid of the SNR experiment (27 settings, relu and erf);
+* ``nngp_evidence_relu``: the same search over its 18 relu settings only;
+* ``rbf_gp``: scikit-learn's ``GaussianProcessRegressor`` with
+  ``ConstantKernel * RBF + WhiteKernel`` fitted by evidence (3 restarts) on windows
+  zero-padded at the start.
+
+Metrics: coverage of the central 90 % predictive interval (all test windows, and the
+shorter / longer half of the window lengths), the mean negative log predictive density
+(NLPD, nats, of the observed target), the mean interval width, and the SNR of the mean.
+Timing (BLAS single-threaded): ``evidence_search`` against ``RNTKSearchCV`` (5-fold CV over the same 27
+settings and the ridge grid), each computing its own Gram matrices; the selection part
+alone (``fit_time_s`` summed against ``cv_time_``) too. Writes ``intervals.csv``,
+``intervals_timing.csv``, ``intervals_forecast.npz`` and ``intervals.png`` (the
+one-step forecast of repeat 0 with its 90 % band, NNGP and RBF GP).
+
 Examples::
 
     python scripts/regression.py --out results/regression
+    python scripts/regression.py --intervals --out results/regression
     python scripts/regression.py --real --out results/regression
     python scripts/regression.py --quick --out /tmp/regression
 """
@@ -80,6 +105,10 @@ def parse_args(argv=None):
     p.add_argument("--real", action="store_true",
                    help="run the sunspots experiment instead of the synthetic one")
     p.add_argument("--quick", action="store_true", help="a fast smoke run")
+    p.add_argument("--intervals", action="store_true",
+                   help="the predictive-interval experiment on the sine and the sunspots")
+    p.add_argument("--datasets", nargs="+", default=["sine", "sunspots"],
+                   choices=["sine", "sunspots"], help="data sets of --intervals")
     p.add_argument("--sweeps", nargs="+", default=["T_var", "noise", "n_train"],
                    choices=["T_var", "noise", "n_train"])
     p.add_argument("--T-fixed", type=int, default=None,
@@ -103,6 +132,10 @@ def parse_args(argv=None):
     p.add_argument("--replot", action="store_true",
                    help="only re-read the CSV in --out and redo the tables and PNGs")
     args = p.parse_args(argv)
+    if args.intervals and args.quick:
+        args.repeats = min(args.repeats, 1)
+        args.n_train = min(args.n_train, 60)
+        args.n_test = min(args.n_test, 40)
     if args.T_fixed is None:
         args.T_fixed = 20 if args.real else 10
     if args.T_vars is None:
@@ -422,9 +455,283 @@ def plot(rows, panels, path, title, metric="snr_db"):
     plt.close(fig)
 
 
+# -- predictive intervals (issue 14) ---------------------------------------------------
+INTERVAL_METHODS = ("nngp_default", "ntk_default", "nngp_evidence", "ntk_evidence",
+                    "nngp_evidence_relu", "rbf_gp")
+INTERVAL_COLUMNS = ["dataset", "method", "repeat", "n_train", "n_test", "coverage90",
+                    "coverage90_short", "coverage90_long", "nlpd", "width90", "snr_db",
+                    "params"]
+TIMING_COLUMNS = ["dataset", "repeat", "n_train", "n_settings", "evidence_s",
+                  "evidence_select_s", "cv_s", "cv_select_s"]
+#: (T_fixed, T_var) of the interval experiment: windows of length in [4, 20] (sunspots)
+#: and [2, 10] (sine).
+INTERVAL_WINDOWS = {"sine": (10, 8), "sunspots": (20, 16)}
+Z90 = 1.6448536269514722                      # the 95 % quantile of N(0, 1)
+_GP_FIELDS = ("activation", "sigma_w", "sigma_b", "sigma_h")
+
+
+def interval_scores(y, mean, std, lengths):
+    """Coverage of the central 90 % interval (all, shorter / longer half of the window
+    lengths), NLPD (nats), mean interval width, SNR of the mean."""
+    z = (y - mean) / std
+    inside = np.abs(z) <= Z90
+    short = lengths <= np.median(lengths)
+    return {"coverage90": float(inside.mean()),
+            "coverage90_short": float(inside[short].mean()),
+            "coverage90_long": float(inside[~short].mean()) if (~short).any() else "",
+            "nlpd": float(np.mean(0.5 * np.log(2.0 * np.pi * std ** 2) + 0.5 * z ** 2)),
+            "width90": float(np.mean(2.0 * Z90 * std)),
+            "snr_db": snr_db(y, mean)}
+
+
+def _gp_params(gp):
+    out = {f: (round(getattr(gp, f), 4) if f != "activation" else getattr(gp, f))
+           for f in _GP_FIELDS}
+    out.update(noise=round(gp.noise_, 5), output_scale=round(gp.output_scale_, 4))
+    return out
+
+
+def rbf_gp(Xtr, ytr, T_fixed, seed):
+    """scikit-learn's GP, C * RBF + White fitted by evidence, on start-padded windows."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+    kern = (ConstantKernel(1.0, (1e-3, 1e3)) * RBF(math.sqrt(T_fixed), (1e-2, 1e3))
+            + WhiteKernel(0.1, (1e-6, 1e1)))
+    return GaussianProcessRegressor(kern, normalize_y=True, n_restarts_optimizer=3,
+                                    random_state=seed).fit(padded(Xtr, T_fixed, "start"),
+                                                           ytr)
+
+
+def interval_split(dataset, args, rep):
+    """(train, test, extra) of one repeat; extra holds what the forecast plot needs."""
+    T_fixed, T_var = INTERVAL_WINDOWS[dataset]
+    if dataset == "sine":
+        rng = np.random.default_rng([args.seed, rep, 14])
+        train, test = synthetic_split(T_fixed, T_var, args.noise, args.n_train,
+                                      args.n_test, rng)
+        # a contiguous stretch of a fresh noisy period for the forecast figure
+        clean = sine()
+        noisy = clean + args.noise * rng.standard_normal(clean.size)
+        ends = np.arange(T_fixed, clean.size, 4)
+        lengths = rng.integers(T_fixed - T_var, T_fixed + 1, size=ends.size)
+        return train, test, {"x": ends, "windows": cut_windows(noisy, clean, ends, lengths)}
+    years, values = load_sunspots()
+    rng = np.random.default_rng([args.seed, rep, T_var, 14])
+    (train, test), cut = real_split(values, T_fixed, T_var, rng)
+    mu, sd = values[:cut].mean(), values[:cut].std()
+    return train, test, {"x": years[cut:], "windows": test, "mu": mu, "sd": sd}
+
+
+def run_interval_split(train, test, T_fixed, n_jobs, seed, forecast=None):
+    """Scores of every method on one split, the timing of both searches, and (with
+    ``forecast``) the NNGP and RBF forecasts on its windows."""
+    from rntk_numba import RNTKSearchCV
+    from rntk_numba.gp import RNTKGaussianProcessRegressor, evidence_search
+    from rntk_numba.search_kernels import RNTKSpec
+
+    Xtr, ytr, _ = train
+    Xte, yte, _ = test
+    lengths = np.array([len(x) for x in Xte])
+    grid = rntk_grid()
+    fitted = {}
+    for post in ("nngp", "ntk"):
+        fitted[f"{post}_default"] = RNTKGaussianProcessRegressor(
+            posterior=post, n_jobs=n_jobs).fit(Xtr, ytr)
+    t0 = time.perf_counter()
+    ev = evidence_search(Xtr, ytr, kernels=grid, n_jobs=n_jobs)
+    t_ev = time.perf_counter() - t0
+    fitted["nngp_evidence"] = ev
+    fitted["ntk_evidence"] = RNTKGaussianProcessRegressor(
+        posterior="ntk", n_jobs=n_jobs, **{f: getattr(ev, f) for f in _GP_FIELDS}).fit(
+        Xtr, ytr)
+    fitted["nngp_evidence_relu"] = evidence_search(
+        Xtr, ytr, kernels=[k for k in grid if k.activation == "relu"], n_jobs=n_jobs)
+    out = {}
+    for name, gp in fitted.items():
+        mean, std = gp.predict(Xte, return_std=True)
+        out[name] = (interval_scores(yte, mean, std, lengths), _gp_params(gp))
+    rbf = rbf_gp(Xtr, ytr, T_fixed, seed)
+    mean, std = rbf.predict(padded(Xte, T_fixed, "start"), return_std=True)
+    out["rbf_gp"] = (interval_scores(yte, mean, std, lengths), {"kernel": str(rbf.kernel_)})
+    # the CV search over the same grid (kernel ridge, 5 folds, the ridge grid)
+    cv = RNTKSearchCV(kernels=[RNTKSpec(k) for k in grid], task="regression",
+                      alpha=list(ALPHAS), cv=5, random_state=seed, n_jobs=n_jobs,
+                      scoring="neg_mean_squared_error")
+    t0 = time.perf_counter()
+    cv.fit(Xtr, ytr)
+    t_cv = time.perf_counter() - t0
+    timing = {"n_settings": len(grid), "evidence_s": t_ev,
+              "evidence_select_s": float(sum(r["fit_time_s"]
+                                             for r in ev.evidence_results_)),
+              "cv_s": t_cv, "cv_select_s": float(cv.cv_time_)}
+    fc = None
+    if forecast is not None:
+        Xf, yf, cf = forecast["windows"]
+        m1, s1 = fitted["nngp_default"].predict(Xf, return_std=True)
+        m2, s2 = rbf.predict(padded(Xf, T_fixed, "start"), return_std=True)
+        fc = {"x": np.asarray(forecast["x"]), "y": yf, "clean": cf, "nngp_mean": m1,
+              "nngp_std": s1, "rbf_mean": m2, "rbf_std": s2,
+              "scale": np.array([forecast.get("mu", 0.0), forecast.get("sd", 1.0)])}
+    return out, timing, fc
+
+
+def run_intervals(args):
+    rows, timing, forecasts = [], [], {}
+    for dataset in args.datasets:
+        if dataset == "sunspots":
+            try:
+                import statsmodels.api  # noqa: F401
+            except ImportError:
+                print("  sunspots: statsmodels is not installed, skipped "
+                      "(pip install 'rntk-numba[bench]')", flush=True)
+                continue
+        for rep in range(args.repeats):
+            t0 = time.perf_counter()
+            train, test, extra = interval_split(dataset, args, rep)
+            res, tim, fc = run_interval_split(train, test, INTERVAL_WINDOWS[dataset][0],
+                                              args.n_jobs, args.seed + rep,
+                                              forecast=extra if rep == 0 else None)
+            base = {"dataset": dataset, "repeat": rep, "n_train": len(train[0])}
+            for method, (scores, params) in res.items():
+                rows.append(dict(base, method=method, n_test=len(test[0]),
+                                 params=json.dumps(params, sort_keys=True), **scores))
+            timing.append(dict(base, **tim))
+            if fc is not None:
+                forecasts[dataset] = fc
+            print(f"  {dataset:8s} repeat {rep}: evidence search {tim['evidence_s']:.1f} s,"
+                  f" CV search {tim['cv_s']:.1f} s, all {time.perf_counter() - t0:.1f} s",
+                  flush=True)
+    return rows, timing, forecasts
+
+
+def _f(v):
+    return float(v) if v != "" else float("nan")
+
+
+def print_interval_tables(rows, timing):
+    for dataset in ("sine", "sunspots"):
+        sub = [r for r in rows if r["dataset"] == dataset]
+        if not sub:
+            continue
+        reps = len({r["repeat"] for r in sub})
+        print(f"\n{dataset}: 90 % predictive intervals on the test windows (mean +- std "
+              f"over {reps} repeats; n_train {sub[0]['n_train']}, n_test "
+              f"{sub[0]['n_test']})")
+        cols = ("coverage90", "coverage90_short", "coverage90_long", "nlpd", "width90",
+                "snr_db")
+        print(f"{'method':20s}" + "".join(f"{c:>18s}" for c in cols))
+        for m in INTERVAL_METHODS:
+            mr = [r for r in sub if r["method"] == m]
+            if not mr:
+                continue
+            cells = []
+            for c in cols:
+                v = np.array([_f(r[c]) for r in mr])
+                sd = float(np.std(v, ddof=1)) if v.size > 1 else 0.0
+                cells.append(f"{np.nanmean(v):8.3f}+-{sd:.3f}")
+            print(f"{m:20s}" + "".join(f"{c:>18s}" for c in cells))
+        tm = [t for t in timing if t["dataset"] == dataset]
+        if tm:
+            ev = np.array([_f(t["evidence_s"]) for t in tm])
+            cv = np.array([_f(t["cv_s"]) for t in tm])
+            evs = np.array([_f(t["evidence_select_s"]) for t in tm])
+            cvs = np.array([_f(t["cv_select_s"]) for t in tm])
+            print(f"search over {tm[0]['n_settings']} RNTK settings (median over repeats):"
+                  f" evidence {np.median(ev):.2f} s, 5-fold CV {np.median(cv):.2f} s "
+                  f"(paired ratio CV/evidence {np.median(cv / ev):.2f}); selection alone "
+                  f"(Grams excluded): evidence {np.median(evs):.3f} s, CV "
+                  f"{np.median(cvs):.3f} s (ratio {np.median(cvs / evs):.1f})")
+
+
+def plot_forecasts(forecasts, rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [d for d in ("sine", "sunspots") if d in forecasts]
+    fig, axes = plt.subplots(len(names), 1, figsize=(8.0, 3.1 * len(names)),
+                             squeeze=False)
+    for ax, d in zip(axes[:, 0], names):
+        fc = forecasts[d]
+        mu, sd = fc["scale"]
+        x = fc["x"]
+
+        def tr(v):
+            return mu + sd * v
+        cov = {m: np.mean([_f(r["coverage90"]) for r in rows
+                           if r["dataset"] == d and r["method"] == m])
+               for m in ("nngp_default", "rbf_gp")}
+        ax.fill_between(x, tr(fc["nngp_mean"] - Z90 * fc["nngp_std"]),
+                        tr(fc["nngp_mean"] + Z90 * fc["nngp_std"]), color="C3",
+                        alpha=0.25, lw=0,
+                        label=f"RNTK NNGP 90 % band (test coverage {cov['nngp_default']:.0%})")
+        ax.plot(x, tr(fc["nngp_mean"]), color="C3", lw=1.3, label="RNTK NNGP mean")
+        for sgn in (-1.0, 1.0):
+            ax.plot(x, tr(fc["rbf_mean"] + sgn * Z90 * fc["rbf_std"]), color="C0", lw=0.9,
+                    ls="--", label=(f"RBF GP (padded) 90 % band (test coverage "
+                                    f"{cov['rbf_gp']:.0%})") if sgn > 0 else None)
+        ax.plot(x, tr(fc["y"]), "k.", ms=3, label="observed next value")
+        if d == "sine":
+            ax.plot(x, fc["clean"], color="0.5", lw=0.8, label="noise-free sine")
+            ax.set_xlabel("position of the predicted sample (a fresh noisy period)")
+            ax.set_ylim(-2.0, 1.5)                     # room for the legend below
+            ax.set_title("sine + noise: one-step forecast from windows of 2-10 samples",
+                         fontsize=9)
+        else:
+            ax.set_xlabel("year (test years; windows of 4-20 past years)")
+            ax.set_ylabel("sunspot number")
+            ax.set_title("yearly sunspots: one-step forecast of the test years (trained on "
+                         "the years up to 1915)",
+                         fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left" if d == "sine" else "upper left", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main_intervals(args):
+    t0 = time.perf_counter()
+    csv_path = os.path.join(args.out, "intervals.csv")
+    tim_path = os.path.join(args.out, "intervals_timing.csv")
+    npz_path = os.path.join(args.out, "intervals_forecast.npz")
+    if args.replot:
+        with open(csv_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        with open(tim_path, newline="") as fh:
+            timing = list(csv.DictReader(fh))
+        with np.load(npz_path) as z:
+            forecasts = {}
+            for key in z.files:
+                d, field = key.split("/", 1)
+                forecasts.setdefault(d, {})[field] = z[key]
+    else:
+        # BLAS single-threaded: the matrices are small (~200 x 200) and on a loaded
+        # machine multi-threaded OpenBLAS made each eigh ~17x slower; the Gram matrices
+        # and RNTKSearchCV's folds run in their own (joblib) threads anyway
+        import scipy.linalg  # noqa: F401  (load scipy's own BLAS before limiting it)
+        import sklearn.gaussian_process  # noqa: F401
+        import sklearn.kernel_ridge  # noqa: F401
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(1, user_api="blas"):
+            rows, timing, forecasts = run_intervals(args)
+        write_csv(rows, INTERVAL_COLUMNS, csv_path)
+        write_csv(timing, TIMING_COLUMNS, tim_path)
+        np.savez_compressed(npz_path, **{f"{d}/{k}": v for d, fc in forecasts.items()
+                                         for k, v in fc.items()})
+    print_interval_tables(rows, timing)
+    if not args.no_plot and forecasts:
+        plot_forecasts(forecasts, rows, os.path.join(args.out, "intervals.png"))
+    print(f"\n{'re-read' if args.replot else 'wrote'} {csv_path}, {tim_path}"
+          + ("" if args.no_plot else ", intervals.png")
+          + f" in {time.perf_counter() - t0:.1f} s")
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.intervals:
+        return main_intervals(args)
     t0 = time.perf_counter()
     name = "regression_real" if args.real else "regression"
     csv_path = os.path.join(args.out, f"{name}.csv")

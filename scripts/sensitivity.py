@@ -45,7 +45,7 @@ from rntk_numba import RNTK
 from rntk_numba.analysis import flatness, recommend_hyperparameters, sensitivity
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write_csv  # noqa: E402
+from _common import out_dir, pyplot, write_csv  # noqa: E402
 
 SQRT2 = math.sqrt(2.0)
 #: sigma_w values of the first panel, per activation
@@ -188,9 +188,7 @@ def print_tables(curves, recs, T):
 
 
 def plot(curves, args, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     acts = args.activations
     panels = ["sigma_w", "sigma_b", "sigma_h"]
@@ -226,7 +224,7 @@ def plot(curves, args, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    out_dir(args.out)
     t0 = time.perf_counter()
     rows, curves = run_panels(args)
     recs = run_recommendations(args)

@@ -69,6 +69,8 @@ from rntk_numba.estimators import RNTKSearchCV
 from rntk_numba.metrics import summary_metrics
 from rntk_numba.search_kernels import grid
 
+import _sota  # noqa: E402  (scripts/_sota.py: --sota, published accuracies)
+
 SQRT2 = math.sqrt(2.0)
 
 #: Hyperparameter grids. Within a grid, values are listed simplest / most regularised
@@ -164,6 +166,7 @@ def parse_args(argv=None):
                    help="the paper's Table 2 CSV (default: <data-dir>/../paper_table2.csv "
                         "if present)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    _sota.add_argument(p)
     args = p.parse_args(argv)
     explicit = args.methods is not None
     args.methods = [m.strip() for m in (args.methods or ",".join(DEFAULT_METHODS)).split(",")
@@ -422,6 +425,8 @@ def main(argv=None) -> int:
         [n.strip() for n in args.datasets.split(",") if n.strip()]
     if not names:
         raise SystemExit(f"no UCR data sets under {args.data_dir!r}")
+    if args.sota:
+        _sota.read_sota(args.sota)             # fails before the long run, not after
     os.makedirs(args.out, exist_ok=True)
     grids = GRIDS[args.grid]
     paper = read_paper(args.paper)
@@ -504,6 +509,8 @@ def main(argv=None) -> int:
                    summary_rows, methods, run_info)
     if not args.no_plot:
         plot(os.path.join(args.out, "rntk_vs_baselines.png"), names, acc, meta, methods)
+    if args.sota:
+        _sota.report(args.out, names, acc, methods, args.sota, not args.no_plot, log)
     # console summary
     log("")
     for r in summary_rows:

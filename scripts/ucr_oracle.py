@@ -18,7 +18,6 @@ the mean oracle accuracy per method over the equal-length sets.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ import ucr_classification as U  # noqa: E402  (the benchmark's grids and data ha
 
 from rntk_numba.datasets import list_ucr, load_ucr  # noqa: E402
 from rntk_numba.estimators import SVM_MAX_ITER  # noqa: E402
+from _common import out_dir, write_rows  # noqa: E402
 
 
 def cosine(K, d_rows, d_cols):
@@ -80,12 +80,8 @@ def main(argv=None):
     rows = []
     for name in names:
         rows += oracle(name, args, grids)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "oracle.csv")
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    path = os.path.join(out_dir(args.out), "oracle.csv")
+    write_rows(rows, path)
     for method in U.KERNEL_METHODS:
         acc = [r["oracle_accuracy"] for r in rows if r["method"] == method
                and r["equal_length"]]

@@ -27,7 +27,6 @@ nested outer accuracy and inner CV) and prints the family means.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import sys
@@ -37,7 +36,10 @@ import numpy as np
 
 from rntk_numba.datasets import list_ucr, load_ucr
 from rntk_numba.estimators import RNTKSearchCV
-from rntk_numba.search_kernels import grid
+from rntk_numba.kernel_specs import grid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import out_dir, write_rows  # noqa: E402
 
 SQRT2 = math.sqrt(2.0)
 KERNEL_GRID = {"sigma_w": [1.34, SQRT2, 1.47], "sigma_b": [0.0, 0.1, 0.5, 2.0],
@@ -104,12 +106,8 @@ def main(argv=None):
             print(f"  {name:16s} {family:16s} CV {row['cv']:6.2f}  test {row['test']:6.2f}"
                   f"  nested: inner {row['inner_cv']:6.2f} outer {row['outer']:6.2f}",
                   file=sys.stderr, flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "variants.csv")
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    path = os.path.join(out_dir(args.out), "variants.csv")
+    write_rows(rows, path)
     print(f"{'family':16s} {'sets':>4s} {'CV':>6s} {'test':>6s} {'outer':>6s} {'bias':>5s}")
     for family in FAMILIES:
         r = [x for x in rows if x["family"] == family]

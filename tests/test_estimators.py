@@ -133,6 +133,11 @@ def test_grid_order_labels_and_errors():
         [(1.3, 0.0), (1.3, 0.1), (1.4, 0.0), (1.4, 0.1)]
     assert grid("RNTK", sigma_w=math.sqrt(2))[0].label() == \
         "RNTK(sigma_w=sqrt2, sigma_b=0, sigma_h=0)"
+    # settings that differ only in sigma_v (or any other hyperparameter) differ in label
+    sv = grid("RNTK", sigma_v=[1.0, 2.0], sigma_u=[1.0, 0.5], n_layers=[1, 2],
+              activation=["relu", "erf"], readout=["last", "mean"])
+    assert len({s.label() for s in sv}) == len(sv) == 32
+    assert "sigma_v=2" in sv[16].label() and "sigma_v" not in sv[0].label()
     assert [s.label() for s in grid("POLY", degree=[2], coef0=[0.0, 1.0])] == \
         ["POLY(degree=2, coef0=0, gamma=1)", "POLY(degree=2, coef0=1, gamma=1)"]
     with pytest.raises(ValueError, match="unknown RBF parameter"):
@@ -369,7 +374,7 @@ def test_svm_fits_have_an_iteration_cap(ragged_task, monkeypatch):
     """libsvm has no iteration limit of its own; on nearly constant kernels with a
     large C it may never stop. Every SVM fit is capped (a ConvergenceWarning then)."""
     from sklearn.exceptions import ConvergenceWarning
-    import rntk_numba.estimators as E
+    import rntk_numba.kernel_models as E               # the module that reads the cap
     X, y, _, _ = ragged_task
     clf = RNTKClassifier(C=10.0).fit(X, y)
     assert clf.estimator_.max_iter == E.SVM_MAX_ITER > 0

@@ -13,6 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from rntk_numba import RNTK, RNTKNystroem, gram
 from rntk_numba.linear import StreamingRidgeClassifier
+from rntk_numba import nystroem
 from rntk_numba.nystroem import PROJECTION_BLOCK
 
 from reference import reference_gram
@@ -364,16 +365,42 @@ def test_streaming_ridge_gcv_is_the_brute_force_one():
     X = rng.standard_normal((80, 6))
     y = (X[:, 0] + 0.8 * rng.standard_normal(80) > 0).astype(int)
     alphas = [1e-2, 1.0, 30.0]
-    s = StreamingRidgeClassifier(alphas=alphas, alpha_scale="absolute").fit(X, y)
+    s = StreamingRidgeClassifier(alphas=alphas, alpha_scale="absolute",
+                                 alpha_selection="gcv").fit(X, y)
     Xc = X - X.mean(0)
     Y = np.where(y == 1, 1.0, -1.0)[:, None] * np.array([-1.0, 1.0])
     Yc = Y - Y.mean(0)
-    for a, g in zip(alphas, s.gcv_):
+    for a, g in zip(alphas, s.cv_scores_):
         H = Xc @ np.linalg.solve(Xc.T @ Xc + a * np.eye(6), Xc.T)
         rss = np.sum((Yc - H @ Yc) ** 2)
         df = np.trace(H) + 1
         np.testing.assert_allclose(g, rss / 80 / (1 - df / 80) ** 2, rtol=1e-9)
-    assert s.alpha_ == alphas[int(np.argmin(s.gcv_))]
+    assert s.alpha_ == alphas[int(np.argmin(s.cv_scores_))]
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_streaming_ridge_loo_is_the_brute_force_one(n_classes):
+    """The default penalty choice: exact leave-one-out, refitting without each row."""
+    rng = np.random.default_rng(19)
+    X = rng.standard_normal((40, 5)) + 0.5
+    y = np.arange(40) % n_classes
+    X[:, 0] += y
+    alphas = [1e-3, 0.5, 20.0]
+    s = StreamingRidgeClassifier(alphas=alphas, alpha_scale="absolute",
+                                 batch_size=7).fit(X, y)
+    Y = -np.ones((40, n_classes))
+    Y[np.arange(40), y] = 1.0
+    for a, score in zip(alphas, s.cv_scores_):
+        sse = 0.0
+        for i in range(40):
+            keep = np.arange(40) != i
+            Xk, Yk = X[keep], Y[keep]
+            mu, yb = Xk.mean(0), Yk.mean(0)
+            W = np.linalg.solve((Xk - mu).T @ (Xk - mu) + a * np.eye(5),
+                                (Xk - mu).T @ (Yk - yb))
+            sse += np.sum((Y[i] - ((X[i] - mu) @ W + yb)) ** 2)
+        np.testing.assert_allclose(score, sse / 40, rtol=1e-8)
+    assert s.alpha_ == alphas[int(np.argmin(s.cv_scores_))]
 
 
 def test_streaming_ridge_errors():
@@ -394,20 +421,20 @@ def test_streaming_ridge_errors():
 def test_transform_to_file_resumes_after_an_interruption(tmp_path, monkeypatch):
     rng = np.random.default_rng(17)
     X = _ragged(rng, 50)
-    nys = RNTKNystroem(n_components=8, random_state=0, chunk_size=6).fit(X)
+    nys = RNTKNystroem(n_components=8, random_state=0, chunk_size=6, n_jobs=1).fit(X)
     F = nys.transform(X)
     path = tmp_path / "phi.npy"
     calls, crashed = [], []
-    real = RNTKNystroem._project
+    real = nystroem._strip_features
 
-    def crash_after_three(self, K):
-        calls.append(K.shape[0])
+    def crash_at_the_fourth(P, *args):
+        calls.append(P.n)
         if len(calls) == 4 and not crashed:
             crashed.append(True)
             raise RuntimeError("interrupted")
-        return real(self, K)
+        return real(P, *args)
 
-    monkeypatch.setattr(RNTKNystroem, "_project", crash_after_three)
+    monkeypatch.setattr(nystroem, "_strip_features", crash_at_the_fourth)
     with pytest.raises(RuntimeError, match="interrupted"):
         nys.transform_to_file(X, path)
     state = (tmp_path / "phi.npy.progress.json").read_text()
@@ -425,3 +452,33 @@ def test_transform_to_file_resumes_after_an_interruption(tmp_path, monkeypatch):
     calls.clear()
     nys.transform_to_file(X2, path, resume=False)
     assert sum(calls) == 50
+
+
+def test_readme_recipes_run(tmp_path, monkeypatch):
+    """The README's Nyström section: every code block runs as written."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Past the exact Gram"):]
+    section = section[:section.index("\n## ", 5)]
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
+    assert "transform_to_file" in code and "StreamingRidgeClassifier" in code
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["model"].score(scope["X_test"], scope["y_test"]) > 0.8
+    assert (tmp_path / "phi.npy").exists()
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(kind="nngp", n_layers=2, readout="mean"),
+                                dict(activation="erf", sigma_h=0.3)])
+def test_transform_kernel_is_gram_bit_for_bit(kw, monkeypatch):
+    """Before the projection, transform's strips hold exactly gram(X, landmarks)."""
+    rng = np.random.default_rng(18)
+    X = _ragged(rng, 70, lo=3, hi=40, m=2)
+    nys = RNTKNystroem(n_components=20, kernel_scaling="none", random_state=0,
+                       **kw).fit(X)
+    monkeypatch.setattr(nystroem, "_project", lambda K, M: K.copy())
+    np.testing.assert_array_equal(
+        nys.transform(X), gram(X, nys.landmarks_, kernel=nys.kernel_, kind=nys.kind))
+    assert list(np.diff(nys.landmarks_.lengths) <= 0) == [True] * 19

@@ -18,6 +18,12 @@ import pytest
 
 import rntk_numba
 import rntk_numba.store as S
+from rntk_numba.store import compute as S_compute
+from rntk_numba.store import entry as S_entry
+from rntk_numba.store import fileio as S_fileio
+from rntk_numba.store import format as S_format
+from rntk_numba.store import lock as S_lock
+from rntk_numba.store import partial as S_partial
 from rntk_numba import RNTK, gram
 from rntk_numba.cli import main as cli
 from rntk_numba.store import CacheWarning, CorruptEntryError, GramArray, GramStore
@@ -181,8 +187,8 @@ def test_background_completion(tmp_path):
 @pytest.mark.parametrize("durable", [False, True])
 def test_durable_fsyncs_the_entry_and_its_directory(tmp_path, monkeypatch, durable):
     synced = []
-    orig = S._fsync_path
-    monkeypatch.setattr(S, "_fsync_path",
+    orig = S_partial._fsync_path
+    monkeypatch.setattr(S_partial, "_fsync_path",
                         lambda path, directory=False: (synced.append((Path(path).name,
                                                                       directory)),
                                                        orig(path, directory)))
@@ -223,7 +229,7 @@ def test_gram_cache_argument(tmp_path, monkeypatch):
 
 def interrupt_after(monkeypatch, k):
     """Make the store's run_tiles raise KeyboardInterrupt after k finished tiles."""
-    orig = S.run_tiles
+    orig = S_compute.run_tiles
     count = [0]                        # across calls (out of core runs in batches)
 
     def run(problem, tiles, on_tile, **kw):
@@ -233,7 +239,7 @@ def interrupt_after(monkeypatch, k):
             count[0] += 1
             on_tile(t, a, b)
         return orig(problem, tiles, cb, **kw)
-    monkeypatch.setattr(S, "run_tiles", run)
+    monkeypatch.setattr(S_compute, "run_tiles", run)
 
 
 @pytest.mark.parametrize("ooc", [False, True], ids=["in-memory", "out-of-core"])
@@ -418,12 +424,12 @@ def test_partial_started_out_of_core_resumes_in_memory(store, monkeypatch):
 def test_out_of_core_runs_tiles_in_bounded_batches(store, monkeypatch):
     X = series(40)
     calls = []
-    orig = S.run_tiles
+    orig = S_compute.run_tiles
 
     def spy(problem, tiles, on_tile, **kw):
         calls.append(len(tiles))
         return orig(problem, tiles, on_tile, **kw)
-    monkeypatch.setattr(S, "run_tiles", spy)
+    monkeypatch.setattr(S_compute, "run_tiles", spy)
     G = store.gram(X, kernel=K, tile_size=3, n_jobs=2, out_of_core=True)
     assert np.array_equal(G[:], ref(X)[0])
     n_tiles = G._entry.meta["n_tiles"]
@@ -554,7 +560,7 @@ def test_lock_fallback_without_flock(store, monkeypatch):
     """Where fcntl.flock is unavailable, an O_EXCL lock file with host:pid is used; a
     lock of a dead process is taken over, a live one is waited for."""
     import socket
-    monkeypatch.setattr(S, "fcntl", None)
+    monkeypatch.setattr(S_lock, "fcntl", None)
     X = series(6)
     key = store.key(X, kernel=K)
     store.path.mkdir(parents=True)
@@ -725,7 +731,7 @@ def test_disk_full_out_of_core(store, monkeypatch):
     assert store._journal(key).exists() and not store._final(key).exists()
     # not enough free space known up front: warned before computing
     monkeypatch.undo()
-    monkeypatch.setattr(S, "_disk_free", lambda path: 10)
+    monkeypatch.setattr(S_compute, "_disk_free", lambda path: 10)
     with pytest.warns(CacheWarning, match="not enough free space"):
         assert np.array_equal(GramStore(store.path).gram(X[:7], kernel=K), ref(X[:7])[0])
 
@@ -778,7 +784,7 @@ def test_gram_of_a_subset_hits_the_cached_full_set(store):
 # -- out of core -----------------------------------------------------------------------------
 
 def test_out_of_core_handle(store, monkeypatch):
-    monkeypatch.setattr(S, "BAND_BYTES", 4 * 45 * 8)             # 4-row bands
+    monkeypatch.setattr(S_format, "BAND_BYTES", 4 * 45 * 8)      # 4-row bands
     X = series(45, lo=2, hi=9)
     expect = ref(X)
     small = GramStore(store.path, memory_budget=45 * 45 * 8 - 1)  # < one kernel
@@ -911,7 +917,7 @@ def test_hdf5_failure_creating_the_entry_file_warns_and_returns(store, monkeypat
 
     def fail(*a, **k):
         raise RuntimeError("unable to extend file properly (errno = 27)")
-    monkeypatch.setattr(S, "_contiguous_dataset", fail)
+    monkeypatch.setattr(S_partial, "_contiguous_dataset", fail)
     with pytest.warns(CacheWarning, match="cannot create"):
         got = store.gram(X, kernel=K)
     assert np.array_equal(got, ref(X)[0])
@@ -953,7 +959,8 @@ def test_a_killed_rebuild_keeps_the_partial_file(store, monkeypatch):
 
     def dies(*a, **k):                 # ... and killed again while rebuilding it
         raise KeyboardInterrupt
-    monkeypatch.setattr(S, "_pwrite_all", dies)
+    monkeypatch.setattr(S_partial, "_pwrite_all", dies)
+    monkeypatch.setattr(S_fileio, "_pwrite_all", dies)
     with pytest.raises(KeyboardInterrupt):
         GramStore(store.path).gram(X, kernel=K)
     monkeypatch.undo()
@@ -996,7 +1003,7 @@ def test_an_interrupted_resume_leaks_no_descriptor(store, monkeypatch):
 
     def stop(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(S, "prepare", stop)         # interrupted right after resume
+    monkeypatch.setattr(S_compute, "prepare", stop)  # interrupted right after resume
     for _ in range(3):
         with pytest.raises(KeyboardInterrupt):
             GramStore(store.path).gram(X, kernel=K)
@@ -1027,7 +1034,8 @@ def test_waiting_for_a_background_completion_that_has_not_started(tmp_path, monk
         Thread = SlowStart
         Lock = threading.Lock
         current_thread = staticmethod(threading.current_thread)
-    monkeypatch.setattr(S, "threading", Shim)
+    monkeypatch.setattr(S_compute, "threading", Shim)
+    monkeypatch.setattr(S_lock, "threading", Shim)
     store = GramStore(tmp_path / "bg", background=True)
     errors = []
 
@@ -1049,17 +1057,17 @@ def test_populating_the_mapped_file_is_best_effort(store, monkeypatch):
     """The sequential pre-fault of the entry file (madvise MADV_POPULATE_WRITE) only
     speeds things up: a kernel that refuses it changes nothing."""
     calls = []
-    orig = S._populate
+    orig = S_partial._populate
 
     def spy(mm, off, nbytes):
         calls.append(nbytes)
         return orig(mm, off, nbytes)
-    monkeypatch.setattr(S, "_populate", spy)
-    monkeypatch.setattr(S, "_MADV_POPULATE_WRITE", 987654)        # EINVAL
+    monkeypatch.setattr(S_partial, "_populate", spy)
+    monkeypatch.setattr(S_fileio, "_MADV_POPULATE_WRITE", 987654)        # EINVAL
     X = series(400, lo=2, hi=4)                                     # 1.28 MB per kernel
     got = store.gram(X, kernel=K, kind="both", n_jobs=1)
     assert same(got, ref(X)) and calls == [400 * 400 * 8] * 2
-    monkeypatch.setattr(S, "_MADV_POPULATE_WRITE", None)           # not Linux
+    monkeypatch.setattr(S_fileio, "_MADV_POPULATE_WRITE", None)           # not Linux
     assert same(GramStore(store.path / "b").gram(X, kernel=K, kind="both"), ref(X))
 
 
@@ -1175,12 +1183,13 @@ def test_an_unreadable_mapping_is_a_corrupt_entry_not_a_crash(store, monkeypatch
     X = series(60)
     store.gram(X, kernel=K)
     path = stored_path(store, X)
-    real = S._map_cow
+    real = S_fileio._map_cow
 
     def truncate_first(fd, off, shape, populate=False):
         os.truncate(path, off + 8)                  # behind the open entry's back
         return real(fd, off, shape, populate)
-    monkeypatch.setattr(S, "_map_cow", truncate_first)
+    monkeypatch.setattr(S_entry, "_map_cow", truncate_first)
+    monkeypatch.setattr(S_partial, "_map_cow", truncate_first)
     if results == "mapped":
         with pytest.warns(CacheWarning, match="cannot map ntk"):
             got = store.gram(X, kernel=K)
@@ -1204,7 +1213,7 @@ def test_map_cow_faults_pages_in_or_fails_cleanly(tmp_path, monkeypatch):
                 S._map_cow(fd, 4096, (7, 512), populate=True)
             assert exc.value.errno in (errno.EFAULT, errno.EIO)
         # a kernel without MADV_POPULATE_READ (EINVAL): best effort, no error
-        monkeypatch.setattr(S, "_MADV_POPULATE_READ", 987654)
+        monkeypatch.setattr(S_fileio, "_MADV_POPULATE_READ", 987654)
         b = S._map_cow(fd, 4096, (7, 512), populate=True)
         assert b.shape == (7, 512)                   # (its vanished pages not touched)
         assert a[0, 0] == 512.0                      # still mapped: the first page
@@ -1294,3 +1303,30 @@ def test_a_mapped_result_stays_readable_in_atexit_handlers(tmp_path):
                          timeout=120)
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     assert res.stdout.startswith("sum ")
+
+
+def test_fork_during_a_background_completion_does_not_deadlock(tmp_path):
+    """The store imported BEFORE h5py, a fork while a background completion runs: the
+    store's before-fork handler must run before h5py's (which takes the lock the
+    completion needs). Before the fix this hung for ever."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import os, sys
+        from rntk_numba.store import GramStore    # first: before any h5py import
+        import numpy as np
+        from rntk_numba import RNTK
+        rng = np.random.default_rng(0)
+        X = [rng.standard_normal(int(t)) for t in rng.integers(5, 40, 30)]
+        store = GramStore({str(tmp_path / "c")!r}, background=True)
+        store.gram(X, kernel=RNTK())
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("forked")
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "forked" in res.stdout, res.stderr
