@@ -49,6 +49,21 @@ def _as_2d(X):
     return X, int(X.shape[0]), int(X.shape[1])
 
 
+def _check_weights(sample_weight, n):
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)")
+    if not np.all(np.isfinite(w)) or (w < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    if not w.sum() > 0:
+        raise ValueError("sample_weight is zero everywhere: no row to learn from")
+    return w
+
+
 def _check_labels(y, n):
     if y is None:
         raise ValueError("requires y to be passed, but the target y is None")
@@ -147,6 +162,7 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
         self._s = np.zeros(m)
         self._ysum = np.zeros(k)
         self._yy = np.zeros(k)
+        self._w = 0.0                       # total weight (the count without weights)
         self.n_samples_seen_ = 0
         self.n_features_in_ = m
 
@@ -162,23 +178,34 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
         Y[np.arange(y.shape[0]), idx] = 1.0
         return Y
 
-    def _accumulate(self, Xb, yb, offset=0):
+    def _accumulate(self, Xb, yb, offset=0, wb=None):
         Xb = np.asarray(Xb, dtype=np.float64)
         if not np.isfinite(Xb).all():
             i, j = (int(v) for v in np.argwhere(~np.isfinite(Xb))[0])
             raise ValueError(f"X[{offset + i}, {j}] is NaN or inf ({Xb[i, j]}): "
                              f"features must be finite")
         Y = self._targets(np.asarray(yb))
-        self._A += Xb.T @ Xb
-        self._B += Xb.T @ Y
-        self._s += Xb.sum(axis=0)
-        self._ysum += Y.sum(axis=0)
-        self._yy += (Y * Y).sum(axis=0)
+        WX = Xb if wb is None else Xb * wb[:, None]
+        WY = Y if wb is None else Y * wb[:, None]
+        self._A += WX.T @ Xb
+        self._B += WX.T @ Y
+        self._s += WX.sum(axis=0)
+        self._ysum += WY.sum(axis=0)
+        self._yy += (WY * Y).sum(axis=0)
+        self._w += Xb.shape[0] if wb is None else float(wb.sum())
         self.n_samples_seen_ += Xb.shape[0]
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit on a 2-D array-like X (ndarray, ``np.memmap``, HDF5 dataset), read in
         batches of ``batch_size`` rows.
+
+        Parameters
+        ----------
+        X : array-like (n, m)
+        y : array-like (n,)
+        sample_weight : array-like (n,), optional
+            Non-negative weights (a weight of 0 leaves a row out without copying X:
+            e.g. the landmark rows of Nyström features, see ``RNTKNystroem``).
 
         Returns
         -------
@@ -186,16 +213,18 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
         """
         X, n, m = _as_2d(X)
         y = _check_labels(y, n)
+        w = _check_weights(sample_weight, n)
         self._reset(m, np.unique(y))
         step = self._batch()
         for a in range(0, n, step):
             b = min(n, a + step)
-            self._accumulate(X[a:b], y[a:b], a)
+            self._accumulate(X[a:b], y[a:b], a, None if w is None else w[a:b])
         e = self._eig()
         if e["alphas"].size == 1:
             return self._finish(e, np.zeros(1))
         selection = self._selection()
-        scores = self._loo(e, X, y, step) if selection == "loo" else self._gcv(e)
+        scores = (self._loo(e, X, y, step, w) if selection == "loo"
+                  else self._gcv(e))
         return self._finish(e, scores)
 
     def partial_fit(self, X, y, classes=None):
@@ -216,9 +245,9 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
 
     def _eig(self):
         """Centred statistics and the eigendecomposition of the centred ``A``."""
-        n = self.n_samples_seen_
-        if n == 0:
-            raise ValueError("no samples seen")
+        n = self._w
+        if not n > 0:
+            raise ValueError("no samples seen (or all weights are 0)")
         A, B = self._A, self._B
         yy = self._yy.copy()
         mu = np.zeros(A.shape[0])
@@ -250,7 +279,7 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
             out[i] = max(rss, 0.0) / n / max(1.0 - df / n, 1e-12) ** 2
         return out
 
-    def _loo(self, e, X, y, step):
+    def _loo(self, e, X, y, step, w=None):
         """Exact leave-one-out mean squared error of each penalty (one more pass over
         X): residual_i / (1 - h_ii), with the leverages ``h_ii = 1/n + sum_j
         z_ij^2 / (lambda_j + alpha)``, ``z_i = V^T (x_i - mean)`` (the intercept is
@@ -260,15 +289,17 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
         h0 = 1.0 / n if self.fit_intercept else 0.0
         coefs = [Vb / (lam + a)[:, None] for a in alphas]
         sse = np.zeros(alphas.size)
-        for a0 in range(0, n, step):
-            b = min(n, a0 + step)
+        rows = y.shape[0]
+        for a0 in range(0, rows, step):
+            b = min(rows, a0 + step)
             Z = (np.asarray(X[a0:b], dtype=np.float64) - mu) @ V
             Y = self._targets(y[a0:b]) - ybar
+            wb = np.ones(b - a0) if w is None else w[a0:b]
             Z2 = Z * Z
             for i, a in enumerate(alphas):
-                h = h0 + Z2 @ (1.0 / (lam + a))
+                h = wb * (h0 + Z2 @ (1.0 / (lam + a)))
                 r = (Y - Z @ coefs[i]) / np.maximum(1.0 - h, 1e-12)[:, None]
-                sse[i] += float(np.sum(r * r))
+                sse[i] += float(np.sum(wb[:, None] * r * r))
         return sse / n
 
     def _finish(self, e, scores):

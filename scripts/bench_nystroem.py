@@ -334,7 +334,7 @@ LEARNER_LABEL = {
     "ridge": "RidgeClassifier(alpha=1)",
     "ridgecv": "RidgeClassifierCV(alphas 1e-6..10, efficient LOO)",
     "sgd": "SGDClassifier(hinge, alpha = 1/(C N), <= 50 epochs)",
-    "streaming-ridge": "StreamingRidgeClassifier() (default alphas, GCV)",
+    "streaming-ridge": "StreamingRidgeClassifier() (default alphas, LOO)",
 }
 
 
@@ -924,7 +924,14 @@ def stage_scale(args, info):
     from rntk_numba.linear import StreamingRidgeClassifier
     clf, clf_name = StreamingRidgeClassifier(), "StreamingRidgeClassifier"
     res["classifier"] = clf_name
-    stage("train", lambda: clf.fit(F, ytr))
+    # the landmark rows (reproduced exactly, leverage ~1) are left out of the ridge
+    # fit by a zero weight (README: Nyström features); --scale-keep-landmarks keeps them
+    w = np.ones(N)
+    if not args.scale_keep_landmarks:
+        w[tf.landmark_indices_] = 0.0
+        clf_name += " (landmark rows weighted 0)"
+        res["classifier"] = clf_name
+    stage("train", lambda: clf.fit(F, ytr, sample_weight=w))
 
     def _predict():
         Ft = tf.transform(Pte)
@@ -1180,6 +1187,8 @@ def parse_args(argv=None):
     p.add_argument("--scale-classes", type=int, default=4)
     p.add_argument("--scale-seed", type=int, default=0)
     p.add_argument("--scale-readout", default="last", choices=("last", "mean"))
+    p.add_argument("--scale-keep-landmarks", action="store_true",
+                   help="train the ridge on the landmark rows too (default: weight 0)")
     p.add_argument("--scale-dir", default=None,
                    help="where the feature memmap goes (default --out)")
     p.add_argument("--keep-features", action="store_true")

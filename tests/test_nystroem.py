@@ -314,6 +314,11 @@ _ANY_LENGTH = ("series of any length are accepted (an (N, T) array is N series o
 
 
 def _expected_failures(est):
+    if isinstance(est, StreamingRidgeClassifier):
+        return {"check_sample_weight_equivalence_on_dense_data": (
+            "the penalty is chosen by leave-one-out over a grid, and leaving out one of "
+            "two repeated rows is not leaving out a row of weight 2 (as for scikit-learn's "
+            "RidgeClassifierCV); with one penalty the two are equal (tested)")}
     if not isinstance(est, RNTKNystroem):
         return {}
     return {"check_n_features_in": _ANY_LENGTH,
@@ -482,3 +487,27 @@ def test_transform_kernel_is_gram_bit_for_bit(kw, monkeypatch):
     np.testing.assert_array_equal(
         nys.transform(X), gram(X, nys.landmarks_, kernel=nys.kernel_, kind=nys.kind))
     assert list(np.diff(nys.landmarks_.lengths) <= 0) == [True] * 19
+
+
+def test_streaming_ridge_zero_weights_drop_rows_and_weights_repeat_them():
+    rng = np.random.default_rng(20)
+    X = rng.standard_normal((60, 4))
+    y = (X[:, 0] + 0.3 * rng.standard_normal(60) > 0).astype(int)
+    w = np.ones(60)
+    w[::5] = 0.0
+    a = StreamingRidgeClassifier(batch_size=9).fit(X, y, sample_weight=w)
+    b = StreamingRidgeClassifier().fit(X[w > 0], y[w > 0])
+    np.testing.assert_allclose(a.cv_scores_, b.cv_scores_, rtol=1e-9)
+    np.testing.assert_allclose(a.alpha_, b.alpha_, rtol=1e-12)
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a.intercept_, b.intercept_, rtol=1e-9, atol=1e-12)
+    # an integer weight is a repeated row (fixed penalty)
+    w2 = rng.integers(1, 4, 60)
+    c = StreamingRidgeClassifier(alphas=0.3).fit(X, y, sample_weight=w2)
+    d = StreamingRidgeClassifier(alphas=0.3).fit(np.repeat(X, w2, axis=0),
+                                                 np.repeat(y, w2))
+    np.testing.assert_allclose(c.coef_, d.coef_, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="sample_weight must be finite and non-negative"):
+        StreamingRidgeClassifier().fit(X, y, sample_weight=-w)
+    with pytest.raises(ValueError, match="zero everywhere"):
+        StreamingRidgeClassifier().fit(X, y, sample_weight=0 * w)
