@@ -93,8 +93,9 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
         contains its landmarks do not have: measured worse there). ``partial_fit``
         always uses GCV (it sees each batch once).
     fit_intercept : bool, default True
-    batch_size : int, default 65536
-        Rows read at a time by ``fit`` (memory: ``batch_size x m`` float64).
+    batch_size : int, default 16384
+        Rows read at a time by ``fit`` (memory: a few ``batch_size x m`` float64
+        blocks: 0.5 GB at m = 1024 during the leave-one-out pass).
 
     Attributes
     ----------
@@ -121,7 +122,7 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, alphas=DEFAULT_ALPHAS, alpha_scale="relative",
-                 alpha_selection="loo", fit_intercept=True, batch_size=65536):
+                 alpha_selection="loo", fit_intercept=True, batch_size=16384):
         self.alphas = alphas
         self.alpha_scale = alpha_scale
         self.alpha_selection = alpha_selection

@@ -24,6 +24,12 @@ Landmarks.
 * ``"uniform"``: m training series drawn without replacement.
 The measured comparison is in BENCHMARKS.md ("Nyström features").
 
+Landmark rows. A training series that is a landmark is reproduced exactly (its
+features carry its whole self-kernel, leverage ~1); others carry the part the
+landmarks span. On nearly diagonal kernels that imbalance misleads least-squares
+learners: leave ``landmark_indices_`` out of their fit (``sample_weight=0`` in
+:class:`rntk_numba.linear.StreamingRidgeClassifier`).
+
 Numerical rank. The map needs ``K_mm``'s eigenvalues; those below ``eig_floor`` times
 the largest are noise (the engine's entries carry ~1e-16 relative rounding, and
 ~1e-7 for relu pairs of nearly equal series). ``fit`` raises ``ValueError`` if any
