@@ -26,9 +26,30 @@ def machine() -> dict:
             "platform": platform.platform(), "load_average_start": os.getloadavg()}
 
 
-def command() -> str:
-    """The command line of this run, as one string (``python script.py --opt ...``)."""
-    return " ".join([Path(sys.executable).name, *sys.argv])
+def loadavg() -> list:
+    """The load averages now (1, 5 and 15 minutes), rounded to 2 decimals."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def versions() -> dict:
+    """The versions the figures depend on: Python, NumPy, numba, scikit-learn."""
+    import numba
+    import numpy
+    import sklearn
+    return {"python": platform.python_version(), "numpy": numpy.__version__,
+            "numba": numba.__version__, "sklearn": sklearn.__version__}
+
+
+def command(script=None, argv=None) -> str:
+    """The command line of this run, as one string. Without ``script``: as this process
+    was started (``python script.py --opt ...``: the interpreter's name and ``sys.argv``).
+    With ``script`` (a script's ``__file__``): ``python scripts/<name>.py`` and ``argv``,
+    the arguments its ``main(argv)`` was given (default ``sys.argv[1:]``), so that the
+    record is right also when a test or another script calls ``main``."""
+    if script is None:
+        return " ".join([Path(sys.executable).name, *sys.argv])
+    return f"python scripts/{Path(script).name} " + " ".join(
+        sys.argv[1:] if argv is None else argv)
 
 
 def write_csv(rows, columns, path):

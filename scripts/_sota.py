@@ -44,6 +44,8 @@ import sys
 
 import numpy as np
 
+from _common import pyplot  # scripts/_common.py (this folder is on sys.path)
+
 #: file stem in aeon's package data -> column name in our tables
 SOTA_METHODS = {"HC2": "HC2", "InceptionTime": "InceptionTime",
                 "FreshPRINCE": "FreshPRINCE", "WEASEL-2.0": "WEASEL-2.0"}
@@ -231,9 +233,7 @@ def report(out_dir, names, acc, methods, source="aeon", plot=True, log=None) -> 
 
 
 def _plot_cd(path, A, labels) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from aeon.visualisation import plot_critical_difference
     fig, ax = plot_critical_difference(A, [SOTA_NAMES.get(c, c) for c in labels],
                                        alpha=0.1, width=7)

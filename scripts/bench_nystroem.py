@@ -49,7 +49,6 @@ import gc
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -63,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from _common import write_csv  # noqa: E402
+from _common import command, loadavg, out_dir, pyplot, versions, write_csv  # noqa: E402
 from rntk_numba import RNTK, PackedSequences, gram, pack  # noqa: E402
 from rntk_numba.datasets import list_ucr, load_ucr, normalize  # noqa: E402
 from rntk_numba.estimators import SVM_MAX_ITER  # noqa: E402
@@ -119,14 +118,10 @@ def machine_info():
                 cpu = line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    import numba
-    import sklearn
-    return {"cpu_model": cpu, "cores": os.cpu_count(),
-            "loadavg": [round(x, 2) for x in os.getloadavg()],
+    return {"cpu_model": cpu, "cores": os.cpu_count(), "loadavg": loadavg(),
             "mem_total_gb": round(os.sysconf("SC_PAGE_SIZE") *
                                   os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "sklearn": sklearn.__version__}
+            **versions()}
 
 
 def machine_line(info):
@@ -654,9 +649,7 @@ def fidelity_markdown(args, info, exact_rows, rows_out, b_learners):
 
 
 def fidelity_plot(path, exact_rows, rows_out, b_learners):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     sets = [e["dataset"] for e in exact_rows]
     big = [s for s in sets if max(r["m"] for r in rows_out if r["dataset"] == s) >= 128]
     if not big:
@@ -906,7 +899,7 @@ def stage_scale(args, info):
     log(f"scale: engine cross rate {steps_sub / t_gram / 1e6:.0f} M pair-steps/s on "
         f"{sub.size} x {m}; transform on the same {steps_sub / t_tsub / 1e6:.0f} M/s")
     feat_path = Path(args.scale_dir or out) / f"features_{N}_{m}.f32.npy"
-    feat_path.parent.mkdir(parents=True, exist_ok=True)
+    out_dir(feat_path.parent)
     F = np.lib.format.open_memmap(feat_path, mode="w+", dtype=np.float32, shape=(N, m))
     steps = pair_steps(Ptr.lengths, L_len, kernel.n_layers)
     stage("transform", lambda: tf.transform(Ptr, out=F))
@@ -1207,8 +1200,7 @@ def parse_args(argv=None):
     if args.quick:                       # tiny defaults; options given explicitly win
         p.set_defaults(**QUICK)
         args = p.parse_args(argv)
-    args.command = "python scripts/bench_nystroem.py " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+    args.command = command(__file__, argv)
     args.stage = [s.strip() for s in args.stage.split(",") if s.strip()]
     bad = [s for s in args.stage if s not in STAGES]
     if bad:
@@ -1234,8 +1226,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_dir(args.out)
     info = machine_info()
     log(machine_line(info))
     t_start = time.perf_counter()
@@ -1260,7 +1251,7 @@ def main(argv=None) -> int:
         parts.append(stage_peers(args, info))
     wall = time.perf_counter() - t_start
     info["wall_s"] = round(wall, 1)
-    info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["loadavg_end"] = loadavg()
     info["command"] = args.command
     (out / "run.json").write_text(json.dumps(info, indent=2))
     head = ["# Nyström features of the RNTK (issue 11)", "", f"Command: `{args.command}`",

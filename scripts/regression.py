@@ -88,7 +88,7 @@ from rntk_numba import RNTK, gram
 from rntk_numba.baselines import mlp_ntk
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write_csv  # noqa: E402
+from _common import out_dir, pyplot, write_csv  # noqa: E402
 
 #: Method order of the tables and plots.
 KERNELS = ("rbf", "poly", "mlp_ntk")
@@ -420,9 +420,7 @@ def print_tables(rows, sweeps, metrics):
 
 
 def plot(rows, panels, path, title, metric="snr_db"):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [(s, x, lab) for s, x, lab in panels if any(r["sweep"] == s for r in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0 * len(panels), 7.0), 4.6),
@@ -644,9 +642,7 @@ def print_interval_tables(rows, timing):
 
 
 def plot_forecasts(forecasts, rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [d for d in ("sine", "sunspots") if d in forecasts]
     fig, axes = plt.subplots(len(names), 1, figsize=(8.0, 3.1 * len(names)),
@@ -729,7 +725,7 @@ def main_intervals(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    out_dir(args.out)
     if args.intervals:
         return main_intervals(args)
     t0 = time.perf_counter()

@@ -57,7 +57,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -69,7 +68,9 @@ from rntk_numba.estimators import RNTKSearchCV
 from rntk_numba.metrics import summary_metrics
 from rntk_numba.search_kernels import grid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _sota  # noqa: E402  (scripts/_sota.py: --sota, published accuracies)
+from _common import command, loadavg, out_dir, pyplot, versions, write_csv  # noqa: E402
 
 SQRT2 = math.sqrt(2.0)
 
@@ -253,7 +254,7 @@ def run_dtw(data, args):
         D = np.asarray(dtw_pairwise_distance(A, B, window=None, n_jobs=n_jobs),
                        dtype=np.float64)
         if path is not None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            out_dir(os.path.dirname(path))
             tmp = path + f".tmp{os.getpid()}.npy"
             np.save(tmp, D)
             os.replace(tmp, path)
@@ -291,14 +292,6 @@ def read_paper(path):
 
 
 # --------------------------------------------------------------------------- outputs
-def write_csv(path, rows, columns):
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
-
-
 def _fmt(v, nd=2):
     if isinstance(v, float):
         return "" if math.isnan(v) else f"{v:.{nd}f}"
@@ -382,9 +375,7 @@ def write_markdown(path, names, acc, meta, paper, summary_rows, methods, run_inf
 
 
 def plot(path, names, acc, meta, methods):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     baselines = [m for m in methods if m != "RNTK"]
     if "RNTK" not in methods or not baselines:
         return
@@ -420,14 +411,14 @@ def plot(path, names, acc, meta, methods):
 def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
-    load_start = os.getloadavg()
+    load_start = loadavg()
     names = list_ucr(args.data_dir) if args.datasets is None else \
         [n.strip() for n in args.datasets.split(",") if n.strip()]
     if not names:
         raise SystemExit(f"no UCR data sets under {args.data_dir!r}")
     if args.sota:
         _sota.read_sota(args.sota)             # fails before the long run, not after
-    os.makedirs(args.out, exist_ok=True)
+    out_dir(args.out)
     grids = GRIDS[args.grid]
     paper = read_paper(args.paper)
     methods = [m for m in METHODS if m in args.methods]
@@ -461,45 +452,37 @@ def main(argv=None) -> int:
             log(f"    {method:5s} test {row['test_accuracy']:6.2f}%;{extra} "
                 f"{row['total_s']:.1f} s")
         # write as we go: a partial run leaves usable files
-        write_csv(os.path.join(args.out, "accuracy.csv"),
-                  [dict({"dataset": n}, **{m: f"{acc[n][m]:.2f}" for m in methods})
-                   for n in acc], ["dataset"] + methods)
+        write_csv([dict({"dataset": n}, **{m: f"{acc[n][m]:.2f}" for m in methods})
+                   for n in acc], ["dataset"] + methods,
+                  os.path.join(args.out, "accuracy.csv"))
     wall = time.perf_counter() - t_start
     hp_cols = ["dataset", "method", "test_accuracy", "cv_accuracy", "kernel", "C",
                "params", "n_settings", "n_C", "n_folds", "gram_s", "cv_s", "refit_s",
                "test_s", "total_s"]
-    write_csv(os.path.join(args.out, "hyperparameters.csv"),
-              [{k: (_fmt(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-               for r in hp_rows], hp_cols)
-    write_csv(os.path.join(args.out, "cv_results.csv"),
-              [{k: (_fmt(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+    write_csv([{k: (_fmt(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+               for r in hp_rows], hp_cols, os.path.join(args.out, "hyperparameters.csv"))
+    write_csv([{k: (_fmt(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                for r in cv_rows],
               ["dataset", "method", "kernel", "C", "mean_cv", "std_cv", "rank",
-               "gram_time_s"])
-    write_csv(os.path.join(args.out, "datasets.csv"),
-              [dict({"dataset": n}, **meta[n]) for n in names],
+               "gram_time_s"], os.path.join(args.out, "cv_results.csv"))
+    write_csv([dict({"dataset": n}, **meta[n]) for n in names],
               ["dataset", "n_train", "n_test", "n_classes", "length_min", "length_max",
-               "equal_length"])
+               "equal_length"], os.path.join(args.out, "datasets.csv"))
     summary_rows = summaries(names, acc, meta, paper, methods)
-    write_csv(os.path.join(args.out, "summary.csv"),
-              [{k: (_fmt(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+    write_csv([{k: (_fmt(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                for r in summary_rows],
               ["group", "method", "n_datasets", "mean", "std", "P90", "P95", "PMA",
-               "friedman_rank"])
-    import numba
-    import sklearn
+               "friedman_rank"], os.path.join(args.out, "summary.csv"))
     run_info = {
-        "command": "python scripts/ucr_classification.py " + " ".join(
-            sys.argv[1:] if argv is None else argv),
+        "command": command(__file__, argv),
         "wall_s": wall, "n_jobs": args.n_jobs or os.cpu_count(),
         "cpu_count": os.cpu_count(),
-        "loadavg_start": [round(x, 2) for x in load_start],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
         "cache": args.cache, "dtw_cached_sets": dtw_cached, "grid": args.grid,
         "grids": {k: v for k, v in grids.items()}, "cv": args.cv,
         "normalize": args.normalize, "methods": methods, "datasets": names,
-        "python": platform.python_version(), "numpy": np.__version__,
-        "numba": numba.__version__, "sklearn": sklearn.__version__,
+        **versions(),
         "method_seconds": {m: float(sum(r["total_s"] for r in hp_rows
                                         if r["method"] == m)) for m in methods},
     }
