@@ -9,7 +9,6 @@ package's input checks, ``gram`` and the store.
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 import sys
@@ -402,24 +401,22 @@ def _grid_kernels(param_grid, kernels, base):
                 raise TypeError(f"evidence_search: kernels must hold RNTK objects, got "
                                 f"{type(k).__name__}")
         return out
-    if param_grid is None:
-        from ..search import DEFAULT_RNTK_GRID
-        param_grid = DEFAULT_RNTK_GRID
-    grids = [param_grid] if isinstance(param_grid, dict) else list(param_grid)
-    if not grids or not all(isinstance(g, dict) for g in grids):
-        raise TypeError("evidence_search: param_grid must be a dict of lists or a list "
-                        "of such dicts")
+    from ..kernel_specs import grid
+    from ..search import _as_grid_list
+    try:
+        grids = _as_grid_list(param_grid)
+    except TypeError as exc:
+        raise TypeError(f"evidence_search: {exc}") from None
     out = []
     for g in grids:
         bad = sorted(set(g) - set(_RNTK_FIELDS))
         if bad:
             raise ValueError(f"evidence_search: unknown hyperparameter(s) {bad} in "
                              f"param_grid; allowed: {list(_RNTK_FIELDS)}")
-        keys = list(g)
-        values = [list(g[k]) if isinstance(g[k], (list, tuple, np.ndarray)) else [g[k]]
-                  for k in keys]
-        for combo in itertools.product(*values):
-            out.append(RNTK(**dict(base, **dict(zip(keys, combo)))))
+        # the fixed settings first (one value each), then the grid's axes in order:
+        # the same product order as RNTKSearchCV's grids
+        fixed = {k: [v] for k, v in base.items() if k not in g}
+        out.extend(spec.kernel for spec in grid("RNTK", **fixed, **g))
     if not out:
         raise ValueError("evidence_search: the grid is empty")
     return out
