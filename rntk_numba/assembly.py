@@ -105,7 +105,7 @@ def gather_block(src, rows, cols) -> np.ndarray:
 
 
 def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None,
-                  kind="both"):
+                  kind="both", description="gram"):
     """The kernels as in-memory arrays (validated, packed inputs).
 
     Ragged sets are computed in order of decreasing length (tiles, and the lock-step
@@ -136,5 +136,5 @@ def compute_dense(PX, PY, kernel, *, n_jobs=None, progress=False, tile_size=None
 
     workers = resolve_n_jobs(n_jobs)
     run_tiles(problem, problem.plan(tile_size, workers), put, n_jobs=workers,
-              progress=progress)
+              progress=progress, description=description)
     return ntk, nngp

@@ -56,7 +56,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import _kernels
-from .engine import LANES, _scalars, prepare, resolve_n_jobs, run_tiles, warm_up
+from .assembly import compute_dense
+from .engine import LANES, _scalars, resolve_n_jobs, warm_up
 from .inputs import _validate_X
 from .kernel_models import _check_scaling, _root_self
 from .params import RNTK
@@ -83,31 +84,17 @@ def rows_of(P: PackedSequences, start: int, stop: int) -> PackedSequences:
                            P.lengths[start:stop])
 
 
-def _cross_kernel(PX, PY, kernel, kind, *, n_jobs, on_progress=None):
-    """``(k(X, Y), same-sample self-kernels of X)`` through the tiled engine.
-
-    No pair is the same sample (a cross kernel). ``on_progress(pair_steps)`` is called
-    as tiles finish.
-    """
-    problem = prepare(PX, PY, kernel)
-    out = np.empty((problem.n_rows, problem.n_cols))
-    diag = problem.diag_ntk if kind == "ntk" else problem.diag_nngp
-    which = 0 if kind == "ntk" else 1
-
-    def put(tile, *blocks):
-        out[tile.r0:tile.r1, tile.c0:tile.c1] = blocks[which]
-        if on_progress is not None:
-            on_progress(tile.cost)
-
-    workers = resolve_n_jobs(n_jobs)
-    run_tiles(problem, problem.plan(None, workers), put, n_jobs=workers)
-    return out, diag
-
-
 def _self_kernels(P, kernel, kind):
     """Same-sample self-kernels ``k(x, x)`` (sigma_h included, spec 3.2)."""
-    problem = prepare(P, None, kernel)
-    return problem.diag_ntk if kind == "ntk" else problem.diag_nngp
+    return _factors(P, kernel, kind)[2]
+
+
+def _cross_kernel(PX, PY, kernel, kind, *, n_jobs, progress=False,
+                  description="gram"):
+    """``k(X, Y)`` (no pair the same sample) through the tiled engine."""
+    ntk, nngp = compute_dense(PX, PY, kernel, n_jobs=n_jobs, progress=progress,
+                              kind=kind, description=description)
+    return ntk if kind == "ntk" else nngp
 
 
 def _check_int(name, value, lo=1):
@@ -239,8 +226,10 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
         prop = rng.choice(n, size=b, p=p / p.sum())
         prop = np.array(list(dict.fromkeys(int(i) for i in prop)), dtype=np.int64)
         d_drawn = d[prop].copy()
-        G = _cross_kernel(P.subset(prop), P, kernel, kind, n_jobs=n_jobs,
-                          on_progress=None if bar is None else bar.update)[0].T
+        Pprop = P.subset(prop)
+        G = _cross_kernel(Pprop, P, kernel, kind, n_jobs=n_jobs).T
+        if bar is not None:
+            bar.update(pair_steps(Pprop.lengths, P.lengths, kernel.n_layers))
         if root is not None:
             G = G / root[:, None] / root[prop][None, :]
         k = len(pivots)
@@ -495,15 +484,8 @@ class RNTKNystroem(TransformerMixin, BaseEstimator):
             return np.array(gram(PL, PL, kernel=kernel, kind=self.kind,
                                  n_jobs=self.n_jobs, cache=self.cache,
                                  progress=self.progress))
-        bar = _progress_bar(self.progress,
-                            pair_steps(PL.lengths, PL.lengths, kernel.n_layers),
-                            "landmark gram")
-        try:
-            return _cross_kernel(PL, PL, kernel, self.kind, n_jobs=self.n_jobs,
-                                 on_progress=None if bar is None else bar.update)[0]
-        finally:
-            if bar is not None:
-                bar.close()
+        return _cross_kernel(PL, PL, kernel, self.kind, n_jobs=self.n_jobs,
+                             progress=self.progress, description="landmark gram")
 
     # ------------------------------------------------------------------ transform
     def _check_X(self, X) -> PackedSequences:
