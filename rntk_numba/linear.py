@@ -29,6 +29,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
+from .inputs import _validate_sample_weight
+
 __all__ = ["StreamingRidgeClassifier"]
 
 #: Default penalties searched by GCV (relative to the mean eigenvalue of the centred
@@ -50,16 +52,9 @@ def _as_2d(X):
 
 
 def _check_weights(sample_weight, n):
-    if sample_weight is None:
-        return None
-    w = np.asarray(sample_weight, dtype=np.float64)
-    if w.ndim == 0:
-        w = np.full(n, float(w))
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)")
-    if not np.all(np.isfinite(w)) or (w < 0).any():
-        raise ValueError("sample_weight must be finite and non-negative")
-    if not w.sum() > 0:
+    """The estimators' weight check, and at least one row with a positive weight."""
+    w = _validate_sample_weight(sample_weight, n)
+    if w is not None and not w.sum() > 0:
         raise ValueError("sample_weight is zero everywhere: no row to learn from")
     return w
 
