@@ -192,12 +192,13 @@ class _KernelModel(BaseEstimator):
 class _RNTKParams:
     """The RNTK hyperparameters as estimator parameters."""
 
+    def _kernel(self) -> RNTK:
+        return RNTK(sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_b=self.sigma_b,
+                    sigma_h=self.sigma_h, sigma_v=self.sigma_v, n_layers=self.n_layers,
+                    activation=self.activation, readout=self.readout)
+
     def _kernel_spec(self) -> KernelSpec:
-        return RNTKSpec(RNTK(sigma_w=self.sigma_w, sigma_u=self.sigma_u,
-                             sigma_b=self.sigma_b, sigma_h=self.sigma_h,
-                             sigma_v=self.sigma_v, n_layers=self.n_layers,
-                             activation=self.activation,
-                             readout=self.readout), kind=self.kind)
+        return RNTKSpec(self._kernel(), kind=self.kind)
 
 
 #: Iteration cap of every SVM fit (libsvm's default is none). On nearly constant

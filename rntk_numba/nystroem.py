@@ -59,7 +59,7 @@ from . import _kernels
 from .assembly import compute_dense
 from .engine import LANES, _scalars, resolve_n_jobs, warm_up
 from .inputs import _validate_X
-from .kernel_models import _check_scaling, _root_self
+from .kernel_models import _check_scaling, _RNTKParams, _root_self
 from .params import RNTK
 from .sequences import PackedSequences
 from .tiles import TARGET_TILE_STEPS, pair_steps
@@ -271,7 +271,7 @@ def _rank_error(r, m, method, floor):
 
 
 # --------------------------------------------------------------------------- estimator
-class RNTKNystroem(TransformerMixin, BaseEstimator):
+class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
     """Nyström features of the RNTK (or its NNGP) for sequence sets of any lengths.
 
     Parameters
@@ -367,11 +367,6 @@ class RNTKNystroem(TransformerMixin, BaseEstimator):
         self.progress = progress
 
     # ------------------------------------------------------------------ checks
-    def _kernel(self) -> RNTK:
-        return RNTK(sigma_w=self.sigma_w, sigma_u=self.sigma_u, sigma_b=self.sigma_b,
-                    sigma_h=self.sigma_h, sigma_v=self.sigma_v, n_layers=self.n_layers,
-                    activation=self.activation, readout=self.readout)
-
     def _check_params(self):
         if self.kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}, got {self.kind!r}")

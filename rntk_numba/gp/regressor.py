@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..analysis import _positive
+from ..kernel_models import _RNTKParams
 from ..params import RNTK
 from .inference import (GradientDescentEnsemble, _eigh_psd, _lml_from_eig,
                         _posterior_from_eig, _profile_fit)
@@ -42,7 +43,7 @@ def _normalise_targets(y, normalize):
     return mean, (std if std > 0 and math.isfinite(std) else 1.0)
 
 
-class RNTKGaussianProcessRegressor(RegressorMixin, BaseEstimator):
+class RNTKGaussianProcessRegressor(_RNTKParams, RegressorMixin, BaseEstimator):
     """Gaussian-process regression with the infinitely wide RNN, on sequences of any
     lengths: predictions with calibrated uncertainty.
 
@@ -157,9 +158,6 @@ class RNTKGaussianProcessRegressor(RegressorMixin, BaseEstimator):
         self.cache = cache
 
     # -- configuration -------------------------------------------------------------
-    def _kernel(self) -> RNTK:
-        return RNTK(**{f: getattr(self, f) for f in _RNTK_FIELDS})
-
     def _check_params(self):
         if self.posterior not in POSTERIORS:
             raise ValueError(f"posterior must be one of {POSTERIORS}, got "
