@@ -633,12 +633,8 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
             if mm.shape != (PX.n, m) or mm.dtype != dtype:
                 raise ValueError(f"{path}: holds {mm.shape} {mm.dtype}, expected "
                                  f"{(PX.n, m)} {dtype} (remove it to start over)")
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=pair_steps(PX.lengths, self.landmarks_.lengths,
-                                        self.kernel_.n_layers), unit="step",
-                       unit_scale=True, desc="nystroem", smoothing=0.1)
+        bar = self._bar(PX)
+        if bar is not None:
             bar.update(pair_steps(PX.lengths[:start], self.landmarks_.lengths,
                                   self.kernel_.n_layers))
         try:
