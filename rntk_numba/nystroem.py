@@ -683,6 +683,39 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
             if bar is not None:
                 bar.close()
 
+    def captured_fraction(self, X):
+        """Share of each series' self-kernel that its features hold: a check of m.
+
+        ``|phi(x)|^2 / k(x, x)`` per series, in [0, 1] (``k`` cosine-scaled when
+        ``kernel_scaling="cosine"``, where ``k(x, x) = 1``): 1 for a landmark, and
+        ``1 -`` it is the Nyström residual's diagonal relative to ``k(x, x)``. Its mean
+        over held-out series estimates the relative trace error of the approximate
+        Gram without computing the exact one. Near 1 (FordA with sigma_b = 2: 0.97 at
+        m = 1800), the features hold the kernel; far below (FordA with sigma_w = sqrt 2,
+        sigma_b = 0, a nearly diagonal kernel: 0.08), no m much below N will, and a
+        less diagonal kernel (larger sigma_b) or the exact estimators are the better
+        choice (BENCHMARKS.md, "Nyström features"). Costs one transform, chunk by
+        chunk (memory stays at one chunk). With ``sigma_h > 0`` the self-kernel is the
+        same-sample one (spec 3.2), which the cross kernel never reaches, so even a
+        landmark stays below 1.
+
+        Returns
+        -------
+        ndarray (N,) float64
+        """
+        PX = self._check_X(X)
+        sq = np.empty(PX.n)
+        bar = self._bar(PX, desc="captured")
+        try:
+            for a, b, F in self._chunks(PX, bar):
+                sq[a:b] = np.einsum("ij,ij->i", F, F, dtype=np.float64)
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.kernel_scaling == "cosine":
+            return sq
+        return sq / _self_kernels(PX, self.kernel_, self.kind)
+
     def get_feature_names_out(self, input_features=None):
         """``rntknystroem0``, ``rntknystroem1``, ... (one per landmark)."""
         check_is_fitted(self, "normalization_")

@@ -511,3 +511,47 @@ def test_streaming_ridge_zero_weights_drop_rows_and_weights_repeat_them():
         StreamingRidgeClassifier().fit(X, y, sample_weight=-w)
     with pytest.raises(ValueError, match="zero everywhere"):
         StreamingRidgeClassifier().fit(X, y, sample_weight=0 * w)
+
+
+# --------------------------------------------------------------------------- diagnostic
+@pytest.mark.parametrize("scaling", ["cosine", "none"])
+def test_captured_fraction_is_one_minus_the_relative_residual_diagonal(scaling):
+    rng = np.random.default_rng(7)
+    X = _ragged(rng, 40, lo=10, hi=35)
+    nys = RNTKNystroem(n_components=12, sigma_b=0.3, readout="mean",
+                       kernel_scaling=scaling, random_state=0).fit(X)
+    c = nys.captured_fraction(X)
+    # the same-sample self-kernels (the symmetric Gram's diagonal), the approximated
+    # cross kernel, and the features' Gram
+    F = nys.transform(X)
+    k = np.diag(gram(X, kernel=nys.kernel_)) if scaling == "none" else np.ones(40)
+    K = (gram(X, X, kernel=nys.kernel_) if scaling == "none"
+         else _cosine_target(X, nys.kernel_))
+    np.testing.assert_allclose(c, np.einsum("ij,ij->i", F, F) / k, rtol=1e-12)
+    # the cross form's k(x, x) meets the same-sample one to ~1e-8 only (arccos at a
+    # correlation of 1 is ill-conditioned), hence the tolerance
+    resid = np.diag(K - F @ F.T) / k
+    np.testing.assert_allclose(c, 1 - resid, atol=1e-6)
+    assert np.all(c <= 1 + 1e-9) and np.all(c >= 0)
+    np.testing.assert_allclose(c[nys.landmark_indices_], 1.0, atol=1e-6)
+    others = np.setdiff1d(np.arange(40), nys.landmark_indices_)
+    assert c[others].max() < 1 - 1e-6          # a non-landmark is not held exactly
+    # weighted by k(x, x), it sums to the features' trace; under cosine scaling its
+    # mean is one minus the relative trace error of the approximation
+    np.testing.assert_allclose(np.sum(c * k), np.trace(F @ F.T), rtol=1e-12)
+    if scaling == "cosine":
+        np.testing.assert_allclose(1 - c.mean(), np.trace(K - F @ F.T) / np.trace(K),
+                                   atol=1e-6)
+
+
+def test_captured_fraction_grows_with_m_and_is_bit_identical_over_jobs():
+    rng = np.random.default_rng(8)
+    X, X_new = _ragged(rng, 50, lo=10, hi=35), _ragged(rng, 20, lo=10, hi=35)
+    means = [RNTKNystroem(n_components=m, landmarks="uniform", random_state=0,
+                          sigma_b=0.2).fit(X).captured_fraction(X_new).mean()
+             for m in (4, 16, 50)]
+    assert means[0] < means[1] < means[2] <= 1 + 1e-9
+    nys = RNTKNystroem(n_components=16, random_state=0).fit(X)
+    a = nys.captured_fraction(X_new)
+    b = clone(nys).set_params(n_jobs=2, chunk_size=3).fit(X).captured_fraction(X_new)
+    assert np.array_equal(a, b)
