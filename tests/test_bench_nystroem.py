@@ -68,7 +68,7 @@ def test_fidelity_outputs(smoke):
     assert sorted({int(r["m"]) for r in rows}) == [8, 16, 25]
     assert {r["landmarks"] for r in rows} == {"rpcholesky", "uniform"}
     for r in rows:
-        for k in ("acc_exact", "acc_a", "acc_ridgecv", "acc_linsvc-sq"):
+        for k in ("acc_exact", "acc_opt", "acc_a", "acc_ridgecv", "acc_linsvc-sq"):
             assert 0.0 <= float(r[k]) <= 100.0
         assert 0.0 < float(r["rel_fro"]) < 1.0
         assert 0.0 < float(r["rel_spec"]) < 1.0
@@ -109,3 +109,19 @@ def test_peers_outputs(smoke):
     sk = [r for r in rows if r["peer"].startswith("sklearn")]
     assert len(sk) == 1 and float(sk[0]["per_call_us"]) > 0
     assert float(sk[0]["extrapolated_s"]) > float(sk[0]["seconds"])
+
+
+def test_rank_m_optimum_is_the_exact_svc_at_full_rank_and_low_rank_below():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import numpy as np
+    from bench_nystroem import rank_m_optimum, svc
+
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((60, 80)), rng.standard_normal((40, 80))
+    w = rng.standard_normal(80)
+    ytr, yte = (A @ w > 0).astype(int), (B @ w > 0).astype(int)
+    K, Kte = A @ A.T / 80, B @ A.T / 80
+    exact = 100 * np.mean(svc(1.0).fit(K, ytr).predict(Kte) == yte)
+    opt = rank_m_optimum(K, Kte, ytr, yte, 1.0, [1, 60])
+    assert abs(opt[60] - exact) <= 100 / 40      # at most one test series apart
+    assert opt[1] < exact              # one direction cannot hold 80 of signal
