@@ -194,7 +194,9 @@ def _strip_features(P, start, side, kernel, kind, landmark_root, M, dtype):
 
 # --------------------------------------------------------------------------- landmarks
 def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
-    """Indices (into P) of m pivots of block randomly pivoted Cholesky with rejection.
+    """Pivots (indices into P) of block randomly pivoted Cholesky with rejection, and
+    the pivots' kernel columns against P, ``(P.n, m)`` in pivot order, scaled as
+    ``scaling`` says (the entries ``transform`` computes for these pairs, same bits).
 
     Each round draws ``block`` proposals i.i.d. with probability proportional to the
     residual diagonal, computes their kernel columns against the whole pool in one
@@ -216,6 +218,7 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
         raise ValueError("landmark selection: the kernel's self-kernels are not "
                          "positive and finite on the candidate pool")
     F = np.zeros((n, m))                  # Cholesky factor of the residual, columns 0..k
+    cols = np.empty((n, m))               # the pivots' kernel columns, as computed
     pivots: list[int] = []
     stalled = 0
     while len(pivots) < m:
@@ -227,11 +230,15 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
         prop = np.array(list(dict.fromkeys(int(i) for i in prop)), dtype=np.int64)
         d_drawn = d[prop].copy()
         Pprop = P.subset(prop)
-        G = _cross_kernel(Pprop, P, kernel, kind, n_jobs=n_jobs).T
+        # P as rows, the proposals as columns: the orientation (and scaling order) of
+        # transform's strips, so the accepted columns are its kernel entries bit for bit
+        G = _cross_kernel(P, Pprop, kernel, kind, n_jobs=n_jobs)
         if bar is not None:
-            bar.update(pair_steps(Pprop.lengths, P.lengths, kernel.n_layers))
+            bar.update(pair_steps(P.lengths, Pprop.lengths, kernel.n_layers))
         if root is not None:
-            G = G / root[:, None] / root[prop][None, :]
+            G /= root[:, None]
+            G /= root[prop][None, :]
+        raw = G.copy()
         k = len(pivots)
         G -= F[:, :k] @ F[prop, :k].T               # residual columns, (n, b)
         u = rng.random(prop.size)
@@ -247,6 +254,7 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
                 continue
             g = G[:, a] / math.sqrt(r)
             F[:, len(pivots)] = g
+            cols[:, len(pivots)] = raw[:, a]
             pivots.append(s)
             accepted += 1
             if a + 1 < prop.size:
@@ -258,7 +266,7 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
         stalled = 0 if accepted else stalled + 1
         if stalled >= 20:
             _rank_error(len(pivots), m, "rpcholesky", tol)
-    return np.array(pivots, dtype=np.int64)
+    return np.array(pivots, dtype=np.int64), cols
 
 
 def _rank_error(r, m, method, floor):
@@ -301,7 +309,8 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
     n_jobs : int, optional
         Workers (default all cores, or a configured joblib backend's). Never changes a bit.
     cache : str, path or GramStore, optional
-        The landmark Gram is stored / looked up there.
+        The landmark Gram of ``"uniform"`` landmarks is stored / looked up there
+        (``"rpcholesky"`` has it from the selection's kernel columns).
     progress : bool, default False
         Progress bars over pair-steps (landmark selection, landmark Gram, one bar per
         ``transform`` call).
@@ -404,14 +413,36 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
         -------
         self
         """
+        self._fit(_validate_X(X))
+        return self
+
+    def fit_transform(self, X, y=None):
+        """``fit(X).transform(X)``, the same bits, with less work.
+
+        When the landmark candidates are the whole of X (rpcholesky with
+        ``landmark_pool`` covering it: N <= max(8 m, 4096) by default), the selection has
+        already computed every kernel entry between X and the landmarks; they are
+        projected instead of computed a second time.
+        """
+        PX = _validate_X(X)
+        cols = self._fit(PX)
+        if cols is None:
+            return self.transform(PX)
+        return _project(cols, self.normalization_).astype(np.dtype(self.dtype),
+                                                          copy=False)
+
+    def _fit(self, PX):
+        """Fit on the packed set PX; return the kernel between all of PX and the
+        landmarks (scaled, columns in feature order) when the selection computed it,
+        else None."""
         m = self._check_params()
         kernel = self._kernel()
-        PX = _validate_X(X)
         if m > PX.n:
             raise ValueError(f"n_components={m} is larger than the training set "
                              f"({PX.n} series): at most {PX.n} landmarks can be chosen")
         rng = np.random.default_rng(self._seed())
         t0 = time.perf_counter()
+        cols = None
         if self.landmarks == "uniform":
             idx = np.sort(rng.choice(PX.n, size=m, replace=False))
         else:
@@ -424,9 +455,9 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
                                 pair_steps(PP.lengths, PP.lengths[:m], kernel.n_layers),
                                 "landmarks")
             try:
-                piv = _rpcholesky(PP, kernel, self.kind, self.kernel_scaling, m, rng,
-                                  block=min(64, m), n_jobs=self.n_jobs, bar=bar,
-                                  tol=max(float(self.eig_floor), 1e-14))
+                piv, cols = _rpcholesky(PP, kernel, self.kind, self.kernel_scaling, m,
+                                        rng, block=min(64, m), n_jobs=self.n_jobs,
+                                        bar=bar, tol=max(float(self.eig_floor), 1e-14))
             finally:
                 if bar is not None:
                     bar.close()
@@ -436,12 +467,23 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
         idx = idx[np.argsort(-PX.lengths[idx], kind="stable")]
         t1 = time.perf_counter()
         PL = PX.subset(idx)
-        K = self._landmark_gram(PL, kernel)
-        t2 = time.perf_counter()
         root = None
         if self.kernel_scaling == "cosine":
             root = _root_self(_self_kernels(PL, kernel, self.kind))
-            K = K / root[:, None] / root[None, :]
+        if cols is None:
+            K = self._landmark_gram(PL, kernel)
+            if root is not None:
+                K = K / root[:, None] / root[None, :]
+        else:
+            # rpcholesky computed k(pool, landmarks) already (scaled): the landmark
+            # Gram is its landmark rows, and the columns go into feature order
+            pos = np.searchsorted(pool, idx)          # the landmarks' rows in the pool
+            order = np.argsort(piv)
+            cols = cols[:, order[np.searchsorted(piv[order], pos)]]
+            K = cols[pos]
+            if pool_n < PX.n:                         # rows for part of X only
+                cols = None
+        t2 = time.perf_counter()
         if not np.isfinite(K).all():
             i, j = (int(v) for v in np.argwhere(~np.isfinite(K))[0])
             raise ValueError(f"the landmark Gram has a non-finite entry at ({i}, {j}) "
@@ -462,7 +504,7 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
         self.kernel_ = kernel
         self._n_features_out = m
         self.fit_time_ = {"landmarks": t1 - t0, "landmark_gram": t2 - t1}
-        return self
+        return cols
 
     def _seed(self):
         rs = self.random_state

@@ -212,12 +212,19 @@ def test_landmark_gram_goes_through_the_store(tmp_path):
     rng = np.random.default_rng(9)
     X = _ragged(rng, 30)
     store = GramStore(tmp_path / "cache")
-    a = RNTKNystroem(n_components=10, random_state=0, cache=store).fit(X)
+    kw = dict(n_components=10, random_state=0, landmarks="uniform")
+    a = RNTKNystroem(cache=store, **kw).fit(X)
     assert len(list(store.entries())) == 1
-    b = RNTKNystroem(n_components=10, random_state=0, cache=store).fit(X)
-    c = RNTKNystroem(n_components=10, random_state=0).fit(X)
+    b = RNTKNystroem(cache=store, **kw).fit(X)
+    c = RNTKNystroem(**kw).fit(X)
     np.testing.assert_array_equal(a.normalization_, b.normalization_)
     np.testing.assert_array_equal(a.normalization_, c.normalization_)
+    # rpcholesky has the landmark Gram from its selection: nothing is stored, and the
+    # cache changes no bit
+    d = RNTKNystroem(n_components=10, random_state=0, cache=store).fit(X)
+    e = RNTKNystroem(n_components=10, random_state=0).fit(X)
+    assert len(list(store.entries())) == 1
+    np.testing.assert_array_equal(d.normalization_, e.normalization_)
 
 
 def test_progress_bar_covers_the_transform(capsys):
@@ -227,7 +234,10 @@ def test_progress_bar_covers_the_transform(capsys):
                        progress=True).fit(X)
     nys.transform(X)
     err = capsys.readouterr().err
-    assert "nystroem" in err and "landmarks" in err and "landmark gram" in err
+    assert "nystroem" in err and "landmarks" in err
+    RNTKNystroem(n_components=5, random_state=0, landmarks="uniform",
+                 progress=True).fit(X)
+    assert "landmark gram" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- sklearn
@@ -555,3 +565,47 @@ def test_captured_fraction_grows_with_m_and_is_bit_identical_over_jobs():
     a = nys.captured_fraction(X_new)
     b = clone(nys).set_params(n_jobs=2, chunk_size=3).fit(X).captured_fraction(X_new)
     assert np.array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- reuse
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(kernel_scaling="none", sigma_b=0.2),
+    dict(sigma_h=0.5, readout="mean", dtype="float32"),
+    dict(kind="nngp", n_layers=2, activation="erf", sigma_w=1.2),
+])
+def test_fit_transform_reuses_the_selection_columns_with_the_same_bits(kw, monkeypatch):
+    rng = np.random.default_rng(21)
+    X = _ragged(rng, 90, lo=3, hi=40, m=2)
+    ref = RNTKNystroem(n_components=24, random_state=0, **kw).fit(X)
+    F_ref = ref.transform(X)
+    computed = []
+    real = nystroem._strip_features
+    monkeypatch.setattr(nystroem, "_strip_features",
+                        lambda P, *a: computed.append(P.n) or real(P, *a))
+    nys = RNTKNystroem(n_components=24, random_state=0, **kw)
+    F = nys.fit_transform(X)
+    assert computed == []                       # no kernel entry computed twice
+    assert F.dtype == F_ref.dtype
+    np.testing.assert_array_equal(F, F_ref)
+    np.testing.assert_array_equal(nys.normalization_, ref.normalization_)
+    # the landmark Gram from the selection's columns is gram(landmarks, landmarks)
+    K = gram(nys.landmarks_, nys.landmarks_, kernel=nys.kernel_, kind=nys.kind)
+    if nys.kernel_scaling == "cosine":
+        K = K / nys.landmark_self_root_[:, None] / nys.landmark_self_root_[None, :]
+    lam, V = np.linalg.eigh(0.5 * (K + K.T))
+    np.testing.assert_allclose(nys.normalization_, (V / np.sqrt(lam)) @ V.T,
+                               rtol=1e-9, atol=1e-9 * np.abs(nys.normalization_).max())
+
+
+def test_fit_transform_with_a_partial_pool_or_uniform_landmarks_transforms():
+    rng = np.random.default_rng(22)
+    X = _ragged(rng, 60, lo=5, hi=30)
+    for kw in (dict(landmark_pool=20), dict(landmarks="uniform")):
+        a = RNTKNystroem(n_components=10, random_state=1, **kw).fit_transform(X)
+        b = RNTKNystroem(n_components=10, random_state=1, **kw).fit(X).transform(X)
+        np.testing.assert_array_equal(a, b)
+    # and a search over the jobs changes no bit
+    a = RNTKNystroem(n_components=10, random_state=1, n_jobs=1).fit_transform(X)
+    b = RNTKNystroem(n_components=10, random_state=1, n_jobs=2).fit_transform(X)
+    np.testing.assert_array_equal(a, b)
