@@ -157,15 +157,14 @@ def _factors(P, kernel, kind):
     return f1, f2, (dntk if kind == "ntk" else dnngp)
 
 
-def _strip_features(P, start, side, kernel, kind, landmark_root, M, dtype):
-    """Features of the series P (rows ``start ...`` of X): their kernel to all
-    landmarks (one lock-step tile through the numba core), scaled, projected. One
-    picklable task for any joblib backend. Returns ``(features, pair_steps)``.
+def _strip_kernel(P, f1, f2, self_k, side, kernel, kind, side_root):
+    """``k(P, side)``: one lock-step tile through the numba core, P's self-kernel
+    factors given, then (``side_root`` given) divided by the rows' and the columns'
+    self-kernel roots, in that order.
 
     The tile is the one ``engine.compute_tile`` would run for these rows and columns
-    (columns already by decreasing length), without its reordering copies and with
-    the landmarks' self-kernel factors computed once per call."""
-    f1, f2, self_k = _factors(P, kernel, kind)
+    (columns already by decreasing length), without its reordering copies; entries do
+    not depend on which rows and columns share a tile."""
     n, m = P.n, side.lengths.shape[0]
     values = np.ascontiguousarray(np.concatenate([P.values, side.values]))
     offsets = np.concatenate([P.offsets[:-1], P.offsets[-1] + side.offsets])
@@ -180,9 +179,19 @@ def _strip_features(P, start, side, kernel, kind, landmark_root, M, dtype):
                             kernel.n_layers, kernel.activation_code, sw2, su2, sb2, sv2,
                             kernel.readout_code, LANES, ntk, nngp)
     K = ntk if kind == "ntk" else nngp
-    if landmark_root is not None:
+    if side_root is not None:
         K /= _root_self(self_k)[:, None]
-        K /= landmark_root[None, :]
+        K /= side_root[None, :]
+    return K
+
+
+def _strip_features(P, start, side, kernel, kind, landmark_root, M, dtype):
+    """Features of the series P (rows ``start ...`` of X): their kernel to all
+    landmarks (the landmarks' self-kernel factors computed once per call), scaled,
+    projected. One picklable task for any joblib backend. Returns ``(features,
+    pair_steps)``."""
+    f1, f2, self_k = _factors(P, kernel, kind)
+    K = _strip_kernel(P, f1, f2, self_k, side, kernel, kind, landmark_root)
     if not np.isfinite(K).all():
         i, j = (int(v) for v in np.argwhere(~np.isfinite(K))[0])
         raise ValueError(f"the kernel between series {start + i} of X and landmark {j} "
@@ -193,6 +202,40 @@ def _strip_features(P, start, side, kernel, kind, landmark_root, M, dtype):
 
 
 # --------------------------------------------------------------------------- landmarks
+def _pool_strip(P, f1, f2, self_k, s0, s1, side, kernel, kind, side_root):
+    """``k(P[s0:s1], side)`` with the strip's factors sliced from the pool's."""
+    o0, o1 = int(P.offsets[s0]), int(P.offsets[s1])
+    return _strip_kernel(rows_of(P, s0, s1), f1[:, o0:o1], f2[:, o0:o1],
+                         self_k[s0:s1], side, kernel, kind, side_root)
+
+
+def _pool_columns(P, factors, PC, kernel, kind, pc_root, *, n_jobs):
+    """``k(P, PC)`` as transform computes such entries (scaled when ``pc_root``, the
+    roots of PC's self-kernels, is given), in row strips on the workers; P's
+    self-kernel factors (``factors``) are computed once per selection, not per block."""
+    from joblib import Parallel, delayed
+
+    f1, f2, self_k = factors
+    corder = np.argsort(-PC.lengths, kind="stable")    # lanes walk alike
+    side = _Landmarks.of(PC.subset(corder), kernel)
+    side_root = None if pc_root is None else pc_root[corder]
+    per_row = max(1.0, float(np.mean(np.minimum(P.lengths.mean(), PC.lengths))))
+    per_row *= PC.n * kernel.n_layers
+    step = max(16, int(TARGET_TILE_STEPS // per_row))
+    bounds = [(a, min(P.n, a + step)) for a in range(0, P.n, step)]
+    args = (side, kernel, kind, side_root)
+    workers = resolve_n_jobs(n_jobs)
+    warm_up(P.m, kernel.activation_code)
+    if workers == 1 or len(bounds) == 1:
+        parts = [_pool_strip(P, f1, f2, self_k, a, b, *args) for a, b in bounds]
+    else:
+        parts = Parallel(n_jobs=workers, prefer="threads")(
+            delayed(_pool_strip)(P, f1, f2, self_k, a, b, *args) for a, b in bounds)
+    G = np.empty((P.n, PC.n))
+    G[:, corder] = np.concatenate(parts)
+    return G
+
+
 def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
     """Pivots (indices into P) of block randomly pivoted Cholesky with rejection, and
     the pivots' kernel columns against P, ``(P.n, m)`` in pivot order, scaled as
@@ -206,7 +249,8 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
     trace falls below ``tol`` times the initial one before m pivots are found.
     """
     n = P.n
-    d0 = _self_kernels(P, kernel, kind).copy()
+    factors = _factors(P, kernel, kind)
+    d0 = factors[2].copy()
     if scaling == "cosine":
         root = _root_self(d0)
         d0 = np.where(d0 > 0, 1.0, 0.0)
@@ -230,14 +274,18 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
         prop = np.array(list(dict.fromkeys(int(i) for i in prop)), dtype=np.int64)
         d_drawn = d[prop].copy()
         Pprop = P.subset(prop)
-        # P as rows, the proposals as columns: the orientation (and scaling order) of
-        # transform's strips, so the accepted columns are its kernel entries bit for bit
-        G = _cross_kernel(P, Pprop, kernel, kind, n_jobs=n_jobs)
+        # P as rows, the proposals as columns, scaled rows first: as transform's strips,
+        # so the accepted columns are its kernel entries bit for bit
+        G = _pool_columns(P, factors, Pprop, kernel, kind,
+                          None if root is None else root[prop], n_jobs=n_jobs)
         if bar is not None:
             bar.update(pair_steps(P.lengths, Pprop.lengths, kernel.n_layers))
-        if root is not None:
-            G /= root[:, None]
-            G /= root[prop][None, :]
+        if not np.isfinite(G).all():
+            i, j = (int(v) for v in np.argwhere(~np.isfinite(G))[0])
+            raise ValueError(f"landmark selection: the kernel between candidates {i} "
+                             f"and {int(prop[j])} is not finite: the kernel overflowed "
+                             f"float64; use sigma_w closer to sqrt(2), or shorter or "
+                             f"rescaled series")
         raw = G.copy()
         k = len(pivots)
         G -= F[:, :k] @ F[prop, :k].T               # residual columns, (n, b)
