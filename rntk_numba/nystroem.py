@@ -17,10 +17,14 @@ Landmarks.
 * ``"rpcholesky"`` (default): randomly pivoted Cholesky (Chen, Epperly, Tropp and
   Webber 2022) over a uniform candidate pool, in blocks with rejection sampling (Epperly,
   Tropp and Webber 2023, "accelerated RPCholesky") so that each block of kernel
-  columns is one tiled engine call. A pivot is drawn with probability proportional to
-  the residual diagonal of the kernel given the pivots so far: near-duplicates of
+  columns is one parallel pass over the pool (transform's tile code, the pool's
+  self-kernel factors computed once). A pivot is drawn with probability proportional
+  to the residual diagonal of the kernel given the pivots so far: near-duplicates of
   chosen series are (almost) never drawn again, rare shapes are. Extra cost: the
-  ``pool x m`` kernel block, a fraction of the transform's ``N x m`` at scale.
+  ``pool x m`` kernel block, a fraction of the transform's ``N x m`` at scale; it is
+  kept, so the landmark Gram is its landmark rows and, when the pool is the whole
+  training set, ``fit_transform`` projects it instead of computing those entries again
+  (the same bits as ``fit(X).transform(X)``).
 * ``"uniform"``: m training series drawn without replacement.
 The measured comparison is in BENCHMARKS.md ("Nyström features").
 
@@ -28,7 +32,10 @@ Landmark rows. A training series that is a landmark is reproduced exactly (its
 features carry its whole self-kernel, leverage ~1); others carry the part the
 landmarks span. On nearly diagonal kernels that imbalance misleads least-squares
 learners: leave ``landmark_indices_`` out of their fit (``sample_weight=0`` in
-:class:`rntk_numba.linear.StreamingRidgeClassifier`).
+:class:`rntk_numba.linear.StreamingRidgeClassifier`) when N is much larger than m
+(where the landmarks are much of the training set, that drops data instead).
+``captured_fraction(X)`` measures the imbalance: the share of each series'
+self-kernel its features hold (1 for a landmark).
 
 Numerical rank. The map needs ``K_mm``'s eigenvalues; those below ``eig_floor`` times
 the largest are noise (the engine's entries carry ~1e-16 relative rounding, and
