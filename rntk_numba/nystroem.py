@@ -243,7 +243,8 @@ def _pool_columns(P, factors, PC, kernel, kind, pc_root, *, n_jobs):
     return G
 
 
-def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
+def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol,
+                labels=None):
     """Pivots (indices into P) of block randomly pivoted Cholesky with rejection, and
     the pivots' kernel columns against P, ``(P.n, m)`` in pivot order, scaled as
     ``scaling`` says (the entries ``transform`` computes for these pairs, same bits).
@@ -254,8 +255,10 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
     with probability (its residual now) / (its residual when drawn): the accepted
     pivots have the law of sequential RPCholesky. Raises ValueError when the residual
     trace falls below ``tol`` times the initial one before m pivots are found.
+    ``labels``: P's positions in the training set, for error messages.
     """
     n = P.n
+    labels = np.arange(n) if labels is None else labels
     factors = _factors(P, kernel, kind)
     d0 = factors[2].copy()
     if scaling == "cosine":
@@ -289,10 +292,10 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol):
             bar.update(pair_steps(P.lengths, Pprop.lengths, kernel.n_layers))
         if not np.isfinite(G).all():
             i, j = (int(v) for v in np.argwhere(~np.isfinite(G))[0])
-            raise ValueError(f"landmark selection: the kernel between candidates {i} "
-                             f"and {int(prop[j])} is not finite: the kernel overflowed "
-                             f"float64; use sigma_w closer to sqrt(2), or shorter or "
-                             f"rescaled series")
+            raise ValueError(f"landmark selection: the kernel between training series "
+                             f"{int(labels[i])} and {int(labels[prop[j]])} is not "
+                             f"finite: the kernel overflowed float64; use sigma_w "
+                             f"closer to sqrt(2), or shorter or rescaled series")
         raw = G.copy()
         k = len(pivots)
         G -= F[:, :k] @ F[prop, :k].T               # residual columns, (n, b)
@@ -348,7 +351,8 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
         How landmarks are chosen (module docstring).
     landmark_pool : int, optional
         Candidates for ``"rpcholesky"``: a uniform sample of this many training series
-        (default ``min(N, max(8 m, 4096))``). Costs ``pool x m`` kernel entries.
+        (default ``min(N, max(8 m, 4096))``). Costs ``pool x m`` kernel entries, and
+        16 bytes per entry of memory while ``fit`` runs.
     random_state : int, Generator or None
     kernel_scaling : {"cosine", "none"}, default "cosine"
         "cosine": ``k(x, y) / sqrt(k(x, x) k(y, y))`` with same-sample self-kernels, as
@@ -512,7 +516,8 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
             try:
                 piv, cols = _rpcholesky(PP, kernel, self.kind, self.kernel_scaling, m,
                                         rng, block=min(64, m), n_jobs=self.n_jobs,
-                                        bar=bar, tol=max(float(self.eig_floor), 1e-14))
+                                        bar=bar, tol=max(float(self.eig_floor), 1e-14),
+                                        labels=pool)
             finally:
                 if bar is not None:
                     bar.close()

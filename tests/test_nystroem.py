@@ -1,6 +1,8 @@
 """RNTKNystroem: Nyström features of the RNTK, and the streaming ridge classifier."""
 
 import pickle
+import re
+import warnings
 
 import joblib
 import numpy as np
@@ -609,3 +611,21 @@ def test_fit_transform_with_a_partial_pool_or_uniform_landmarks_transforms():
     a = RNTKNystroem(n_components=10, random_state=1, n_jobs=1).fit_transform(X)
     b = RNTKNystroem(n_components=10, random_state=1, n_jobs=2).fit_transform(X)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("landmarks", ["rpcholesky", "uniform"])
+@pytest.mark.parametrize("scaling", ["cosine", "none"])
+def test_an_overflowing_kernel_is_a_clear_error(landmarks, scaling):
+    rng = np.random.default_rng(23)
+    X = [rng.standard_normal(int(T)) for T in rng.integers(300, 400, 20)]
+    nys = RNTKNystroem(n_components=5, sigma_w=10.0, landmarks=landmarks,
+                       kernel_scaling=scaling, random_state=0, landmark_pool=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(ValueError, match="overflowed float64|not positive and "
+                                             "finite") as err:
+            nys.fit_transform(X)
+    msg = str(err.value)
+    if "training series" in msg:                # names series of X, not of the pool
+        named = [int(v) for v in re.findall(r"training series (\d+) and (\d+)", msg)[0]]
+        assert all(0 <= v < 20 for v in named)
