@@ -485,6 +485,7 @@ def test_readme_recipes_run(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["model"].score(scope["X_test"], scope["y_test"]) > 0.8
     assert (tmp_path / "phi.npy").exists()
+    assert 0.2 < scope["held"] < 0.4                  # the value the README quotes
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(kind="nngp", n_layers=2, readout="mean"),
