@@ -164,6 +164,22 @@ def _factors(P, kernel, kind):
     return f1, f2, (dntk if kind == "ntk" else dnngp)
 
 
+def _check_finite(K, pair):
+    """ValueError if K has a non-finite entry; ``pair(i, j)`` names its two series."""
+    if not np.isfinite(K).all():
+        i, j = (int(v) for v in np.argwhere(~np.isfinite(K))[0])
+        raise ValueError(f"{pair(i, j)} is not finite: the kernel overflowed float64; "
+                         f"use sigma_w closer to sqrt(2), or shorter or rescaled series")
+
+
+def _rows_per_task(lengths, side_lengths, n_layers, multiple=1):
+    """Rows of a strip against ``side_lengths`` columns worth ~TARGET_TILE_STEPS
+    pair-steps, a whole multiple of ``multiple`` (at least one)."""
+    per_row = max(1.0, float(np.mean(np.minimum(lengths.mean(), side_lengths))))
+    per_row *= side_lengths.shape[0] * n_layers
+    return max(1, int(TARGET_TILE_STEPS // (per_row * multiple))) * multiple
+
+
 def _strip_kernel(P, f1, f2, self_k, side, kernel, kind, side_root):
     """``k(P, side)``: one lock-step tile through the numba core, P's self-kernel
     factors given, then (``side_root`` given) divided by the rows' and the columns'
@@ -199,11 +215,8 @@ def _strip_features(P, start, side, kernel, kind, landmark_root, M, dtype):
     pair_steps)``."""
     f1, f2, self_k = _factors(P, kernel, kind)
     K = _strip_kernel(P, f1, f2, self_k, side, kernel, kind, landmark_root)
-    if not np.isfinite(K).all():
-        i, j = (int(v) for v in np.argwhere(~np.isfinite(K))[0])
-        raise ValueError(f"the kernel between series {start + i} of X and landmark {j} "
-                         f"is not finite: the kernel overflowed float64; use sigma_w "
-                         f"closer to sqrt(2), or shorter or rescaled series")
+    _check_finite(K, lambda i, j: f"the kernel between series {start + i} of X and "
+                                  f"landmark {j}")
     cost = pair_steps(P.lengths, side.lengths, kernel.n_layers)
     return _project(K, M).astype(dtype, copy=False), cost
 
@@ -226,9 +239,7 @@ def _pool_columns(P, factors, PC, kernel, kind, pc_root, *, n_jobs):
     corder = np.argsort(-PC.lengths, kind="stable")    # lanes walk alike
     side = _Landmarks.of(PC.subset(corder), kernel)
     side_root = None if pc_root is None else pc_root[corder]
-    per_row = max(1.0, float(np.mean(np.minimum(P.lengths.mean(), PC.lengths))))
-    per_row *= PC.n * kernel.n_layers
-    step = max(16, int(TARGET_TILE_STEPS // per_row))
+    step = _rows_per_task(P.lengths, PC.lengths, kernel.n_layers, multiple=16)
     bounds = [(a, min(P.n, a + step)) for a in range(0, P.n, step)]
     args = (side, kernel, kind, side_root)
     workers = resolve_n_jobs(n_jobs)
@@ -290,12 +301,8 @@ def _rpcholesky(P, kernel, kind, scaling, m, rng, *, block, n_jobs, bar, tol,
                           None if root is None else root[prop], n_jobs=n_jobs)
         if bar is not None:
             bar.update(pair_steps(P.lengths, Pprop.lengths, kernel.n_layers))
-        if not np.isfinite(G).all():
-            i, j = (int(v) for v in np.argwhere(~np.isfinite(G))[0])
-            raise ValueError(f"landmark selection: the kernel between training series "
-                             f"{int(labels[i])} and {int(labels[prop[j]])} is not "
-                             f"finite: the kernel overflowed float64; use sigma_w "
-                             f"closer to sqrt(2), or shorter or rescaled series")
+        _check_finite(G, lambda i, j: f"landmark selection: the kernel between training "
+                                      f"series {labels[i]} and {labels[prop[j]]}")
         raw = G.copy()
         k = len(pivots)
         G -= F[:, :k] @ F[prop, :k].T               # residual columns, (n, b)
@@ -539,17 +546,13 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
             # Gram is its landmark rows, and the columns go into feature order
             pos = np.searchsorted(pool, idx)          # the landmarks' rows in the pool
             order = np.argsort(piv)
-            cols = cols[:, order[np.searchsorted(piv[order], pos)]]
-            K = cols[pos]
-            if pool_n < PX.n:                         # rows for part of X only
-                cols = None
+            feature_cols = order[np.searchsorted(piv[order], pos)]
+            K = cols[np.ix_(pos, feature_cols)]
+            # the whole block only when it holds every row of X
+            cols = cols[:, feature_cols] if pool_n == PX.n else None
         t2 = time.perf_counter()
-        if not np.isfinite(K).all():
-            i, j = (int(v) for v in np.argwhere(~np.isfinite(K))[0])
-            raise ValueError(f"the landmark Gram has a non-finite entry at ({i}, {j}) "
-                             f"(training series {idx[i]} and {idx[j]}): the kernel "
-                             f"overflowed float64; use sigma_w closer to sqrt(2), or "
-                             f"shorter or rescaled series")
+        _check_finite(K, lambda i, j: f"the landmark Gram's entry ({i}, {j}), between "
+                                      f"training series {idx[i]} and {idx[j]},")
         K = 0.5 * (K + K.T)
         lam, V = np.linalg.eigh(K)
         floor = float(self.eig_floor) * max(float(lam[-1]), 0.0)
@@ -643,11 +646,8 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
 
     def _strip_rows(self, PX) -> int:
         """Rows per task: multiples of PROJECTION_BLOCK, ~TARGET_TILE_STEPS pair-steps."""
-        per_row = max(1.0, float(np.mean(np.minimum(PX.lengths.mean(),
-                                                     self.landmarks_.lengths))))
-        per_row *= self.landmarks_.n * self.kernel_.n_layers
-        blocks = max(1, int(TARGET_TILE_STEPS // (per_row * PROJECTION_BLOCK)))
-        return blocks * PROJECTION_BLOCK
+        return _rows_per_task(PX.lengths, self.landmarks_.lengths, self.kernel_.n_layers,
+                              multiple=PROJECTION_BLOCK)
 
     def _bar(self, PX, desc="nystroem"):
         return _progress_bar(self.progress,
