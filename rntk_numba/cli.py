@@ -13,7 +13,8 @@ import sys
 from ._version import __version__
 
 # module -> what it adds (kept in one place; a module that is absent is skipped)
-_SUBCOMMANDS = ("rntk_numba.demo", "rntk_numba.store", "rntk_numba.batch")
+_SUBCOMMANDS = ("rntk_numba.demo", "rntk_numba.store", "rntk_numba.batch",
+                "rntk_numba.features")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -715,17 +715,7 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
         state_path = path.with_name(path.name + ".progress.json")
         m = self.landmarks_.n
         dtype = np.dtype(self.dtype)
-        want = {"format": "rntk-nystroem-features-v1", "n": PX.n, "m": m,
-                "dtype": dtype.str, "chunk": self._chunk_rows(),
-                "data": PX.fingerprint(), "map": self._map_fingerprint()}
-        start = 0
-        if resume and path.exists() and state_path.exists():
-            try:
-                state = json.loads(state_path.read_text())
-                if {k: state.get(k) for k in want} == want:
-                    start = int(state["rows_done"])
-            except (ValueError, KeyError, TypeError):
-                start = 0
+        want, start = self._resume_point(PX, path, resume)
         if start == 0:
             state_path.unlink(missing_ok=True)
             mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
@@ -753,6 +743,27 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
                 bar.close()
         del mm
         return np.load(path, mmap_mode="r")
+
+    def _resume_point(self, PX, path, resume=True):
+        """(state, rows already written) of ``transform_to_file(PX, path)``: the rows
+        its progress file records when X, the map, dtype and chunking all match."""
+        import json
+        from pathlib import Path
+        path = Path(path)
+        state_path = path.with_name(path.name + ".progress.json")
+        want = {"format": "rntk-nystroem-features-v1", "n": PX.n,
+                "m": self.landmarks_.n, "dtype": np.dtype(self.dtype).str,
+                "chunk": self._chunk_rows(), "data": PX.fingerprint(),
+                "map": self._map_fingerprint()}
+        start = 0
+        if resume and path.exists() and state_path.exists():
+            try:
+                state = json.loads(state_path.read_text())
+                if {k: state.get(k) for k in want} == want:
+                    start = int(state["rows_done"])
+            except (ValueError, KeyError, TypeError):
+                start = 0
+        return want, start
 
     def _map_fingerprint(self) -> str:
         import hashlib

@@ -1,0 +1,275 @@
+"""``rntk features``: Nyström features of a sequence set from the command line.
+
+One command for the scale path (:class:`rntk_numba.RNTKNystroem`), in two steps:
+
+1. the **map**: when ``--map FILE`` does not exist, landmarks are chosen from the input
+   and the fitted map is written there (atomically: a kill leaves no half-written
+   map); when it exists, it is loaded and reused, so the features of a test set come
+   from the training set's landmarks;
+2. the **features** of the input, written to ``--out FILE.npy`` chunk by chunk
+   (:meth:`~rntk_numba.RNTKNystroem.transform_to_file`): memory stays at one chunk
+   whatever N, and a rerun after a kill continues at the first unfinished chunk with
+   the same bits as an uninterrupted run.
+
+Typical use::
+
+    rntk features train.npz --map map.pkl --out train.npy --n-components 1024 \\
+        --kernel sigma_w=1.34,sigma_b=2 --dtype float32
+    rntk features test.npz --map map.pkl --out test.npy
+
+The inputs are those of ``rntk gram`` (``.npy``, ``.npz``, ``.tsv``, ``.ts``, ``--ucr``).
+The map is a pickle: load only maps you wrote. Fitting options (``--kernel``,
+``--n-components``, ...) given with an existing map must agree with it, or the command
+stops (exit 2) rather than silently use another map.
+
+Exit codes: 0 done; 2 bad input or options; 1 a failure while computing or writing;
+130 interrupted (a rerun resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pickle
+import sys
+import time
+
+import numpy as np
+
+from .batch import BadInput, _dask_backend, _log, load_inputs, parse_kernel
+
+__all__ = ["run", "register"]
+
+#: fitting options: (command-line dest, RNTKNystroem parameter, default)
+_FIT_OPTIONS = (("n_components", "n_components", 256),
+                ("landmarks", "landmarks", "rpcholesky"),
+                ("random_state", "random_state", 0),
+                ("kind", "kind", "ntk"),
+                ("kernel_scaling", "kernel_scaling", "cosine"),
+                ("dtype", "dtype", "float64"))
+
+
+def _load_map(path: str):
+    from .nystroem import RNTKNystroem
+    try:
+        with open(path, "rb") as f:
+            nys = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError,
+            IndexError) as exc:
+        raise BadInput(f"--map {path}: not a map written by rntk features "
+                       f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(nys, RNTKNystroem) or not hasattr(nys, "normalization_"):
+        raise BadInput(f"--map {path}: holds a {type(nys).__name__}, not a fitted "
+                       f"RNTKNystroem")
+    return nys
+
+
+def _check_agrees(nys, args, kernel: dict, path: str) -> None:
+    """Every fitting option given on the command line must match the loaded map."""
+    params = nys.get_params()
+    asked = dict(kernel)
+    for dest, name, _ in _FIT_OPTIONS:
+        if getattr(args, dest) is not None:
+            asked[name] = getattr(args, dest)
+    for name, value in asked.items():
+        have = params[name]
+        same = (np.dtype(have) == np.dtype(value)) if name == "dtype" else have == value
+        if not same:
+            raise BadInput(f"--map {path} was fitted with {name}={have!r}, but "
+                           f"{value!r} is asked: remove the map to fit a new one, or "
+                           f"drop the option")
+
+
+def _write_map(nys, path: str) -> None:
+    """Pickle the fitted map to ``path`` through a temporary file and a rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            pickle.dump(nys, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _prepare(args):
+    """(map, whether it is to be fitted, packed input, description): options and
+    inputs, checked before anything is computed."""
+    if args.n_jobs is not None and args.n_jobs == 0:
+        raise BadInput("--n-jobs must not be 0 (a positive count, or -1 for all cores)")
+    for name in ("n_components", "chunk_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise BadInput(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if os.path.splitext(args.out)[1].lower() != ".npy":
+        raise BadInput(f"--out {args.out}: expected a .npy file")
+    if os.path.abspath(args.out) == os.path.abspath(args.map):
+        raise BadInput("--out and --map name the same file")
+    kernel = parse_kernel(args.kernel)
+    args.y = None
+    PX, _, info = load_inputs(args)
+    nys = None
+    if os.path.exists(args.map):
+        nys = _load_map(args.map)
+        _check_agrees(nys, args, kernel, args.map)
+        if PX.m != nys.n_channels_:
+            raise BadInput(f"{info['X']['source']} has {PX.m} channels per time step, "
+                           f"the map {args.map} was fitted on {nys.n_channels_}")
+    else:
+        from .nystroem import RNTKNystroem
+        params = {name: (default if getattr(args, dest) is None else getattr(args, dest))
+                  for dest, name, default in _FIT_OPTIONS}
+        try:
+            nys = RNTKNystroem(**kernel, **params)
+            nys._check_params()
+            nys._kernel()
+        except (TypeError, ValueError) as exc:
+            raise BadInput(str(exc)) from None
+        if params["n_components"] > PX.n:
+            raise BadInput(f"--n-components {params['n_components']} is larger than "
+                           f"the input ({PX.n} series): the map's landmarks are chosen "
+                           f"from it")
+    return nys, not os.path.exists(args.map), PX, info
+
+
+def run(args) -> int:
+    """The ``rntk features`` command (see the module docstring)."""
+    t_start = time.perf_counter()
+    try:
+        nys, fitting, PX, info = _prepare(args)
+    except (BadInput, ValueError, TypeError, FileNotFoundError, IsADirectoryError) as exc:
+        _log(f"rntk features: error: {exc}")
+        return 2
+    tty = sys.stderr.isatty() and not args.quiet
+    nys.set_params(n_jobs=args.n_jobs, progress=tty, chunk_size=args.chunk_size)
+    try:
+        ctx = (_dask_backend(args.scheduler, args.connect_timeout) if args.scheduler
+               else contextlib.nullcontext())
+    except BadInput as exc:
+        _log(f"rntk features: error: {exc}")
+        return 2
+    except Exception as exc:            # cannot reach the scheduler
+        _log(f"rntk features: failed: cannot connect to the Dask scheduler "
+             f"{args.scheduler}: {exc}")
+        return 1
+    fit_s = 0.0
+    try:
+        with ctx:
+            if fitting:
+                t0 = time.perf_counter()
+                nys.fit(PX)
+                fit_s = time.perf_counter() - t0
+                _write_map(nys, args.map)
+                if not args.quiet:
+                    _log(f"rntk features: fitted {nys.n_components} landmarks "
+                         f"({nys.landmarks}) on {PX.n} series in {fit_s:.2f} s -> "
+                         f"{args.map}")
+            _, start = nys._resume_point(PX, args.out, not args.no_resume)
+            if start and not args.quiet:
+                _log(f"rntk features: resuming {args.out} at series {start} of {PX.n}")
+            t0 = time.perf_counter()
+            F = nys.transform_to_file(PX, args.out, resume=not args.no_resume)
+            transform_s = time.perf_counter() - t0
+            shape, dtype = list(F.shape), str(F.dtype)
+            del F
+    except KeyboardInterrupt:
+        _log("rntk features: interrupted; rerun the same command to resume")
+        return 130
+    except (ValueError, TypeError) as exc:        # e.g. a kernel that overflows
+        _log(f"rntk features: error: {exc}")
+        return 2
+    except Exception as exc:
+        _log(f"rntk features: failed: {type(exc).__name__}: {exc}")
+        return 1
+    status = ("up to date" if start == PX.n else
+              "resumed" if start else "computed")
+    if not args.quiet:
+        _log(f"rntk features: {status} {shape[0]}x{shape[1]} {dtype} -> {args.out} "
+             f"in {transform_s:.2f} s")
+    if args.json:
+        summary = {"inputs": info, "map": os.path.abspath(args.map),
+                   "map_status": "fitted" if fitting else "loaded",
+                   "kernel": nys.kernel_.to_dict(), "params": {
+                       name: nys.get_params()[name] for _, name, _ in _FIT_OPTIONS},
+                   "landmark_indices_sha256": _sha(nys.landmark_indices_),
+                   "out": os.path.abspath(args.out), "shape": shape, "dtype": dtype,
+                   "status": status, "rows_resumed": int(start),
+                   "fit_seconds": round(fit_s, 6),
+                   "transform_seconds": round(transform_s, 6),
+                   "seconds": round(time.perf_counter() - t_start, 6)}
+        print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def _sha(a) -> str:
+    import hashlib
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def register(subparsers) -> None:
+    """Add ``rntk features`` to the ``rntk`` command."""
+    p = subparsers.add_parser(
+        "features", help="Nyström features of a sequence set to a .npy file "
+                         "(resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fit a Nyström map (landmarks from the input) or load one, then "
+                    "write the input's features to a .npy file chunk by chunk; a rerun "
+                    "after a kill resumes with the same bits.",
+        epilog="inputs: .npy (N, T) / (N, T, m) with trailing-NaN padding; .npz ragged "
+               "set (values, offsets[, lengths]); UCR .tsv; .ts\n"
+               "the map is a pickle: load only maps you wrote\n"
+               "exit codes: 0 done, 2 bad input, 1 failure, 130 interrupted\n"
+               "example: rntk features --ucr FordA --data-dir ../shared/ucr-large "
+               "--map forda.pkl --out train.npy \\\n"
+               "    --kernel sigma_w=1.34,sigma_b=2,readout=mean --n-components 1024\n"
+               "         rntk features --ucr FordA --data-dir ../shared/ucr-large "
+               "--split test --map forda.pkl --out test.npy")
+    p.add_argument("input", nargs="?", default=None,
+                   help="the series: a .npy, .npz, .tsv or .ts file (or use --ucr)")
+    p.add_argument("--ucr", default=None, metavar="NAME", help="a UCR data set")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="the UCR archive's root (with --ucr)")
+    p.add_argument("--split", default="train", choices=("train", "test", "both"),
+                   help="the UCR split (default train)")
+    p.add_argument("--normalize", default=None, choices=("l2", "znorm"),
+                   help="normalise every series first (default: data as given)")
+    p.add_argument("--map", required=True, metavar="FILE",
+                   help="the fitted map: loaded if it exists, else fitted on the input "
+                        "and written there")
+    p.add_argument("--out", required=True, metavar="FILE.npy",
+                   help="where the features go (N x n_components)")
+    g = p.add_argument_group("fitting a new map (with an existing map: must agree)")
+    g.add_argument("--kernel", default=None, metavar="K=V,...",
+                   help="RNTK hyperparameters, e.g. sigma_w=1.34,sigma_b=2,readout=mean")
+    g.add_argument("--n-components", type=int, default=None, metavar="M",
+                   help="landmarks = features (default 256)")
+    g.add_argument("--landmarks", default=None, choices=("rpcholesky", "uniform"),
+                   help="landmark selection (default rpcholesky)")
+    g.add_argument("--random-state", type=int, default=None, metavar="SEED",
+                   help="seed of the landmark selection (default 0)")
+    g.add_argument("--kind", default=None, choices=("ntk", "nngp"),
+                   help="kernel (default ntk)")
+    g.add_argument("--kernel-scaling", default=None, choices=("cosine", "none"),
+                   help="default cosine")
+    g.add_argument("--dtype", default=None, choices=("float64", "float32"),
+                   help="of the features (default float64)")
+    p.add_argument("--chunk-size", type=int, default=None, metavar="ROWS",
+                   help="series per chunk written (default: a 64 MiB kernel block; "
+                        "never changes a bit)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start the features over even if a matching partial file "
+                        "exists")
+    p.add_argument("--n-jobs", type=int, default=None, metavar="N",
+                   help="parallel workers (default: all cores, or all Dask workers)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on the Dask cluster at ADDRESS (joblib's Dask backend)")
+    p.add_argument("--connect-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="how long to try to reach the scheduler (default 20)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON summary on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)

@@ -1,0 +1,211 @@
+"""``rntk features``: fit a map on one file, reuse it on another, the same bits as the
+Python API; a rerun that computes nothing; a resumed run; every bad input or option
+(exit code 2, a message naming what is wrong)."""
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rntk_numba import RNTKNystroem
+from rntk_numba.cli import main
+
+
+def _ragged(seed=0, n=30, m=2, lo=8, hi=40):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((int(rng.integers(lo, hi)), m)) for _ in range(n)]
+
+
+def _save_npz(path, X):
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in X])])
+    np.savez(path, values=np.concatenate(X), offsets=offsets)
+
+
+def rntk(capsys, *args):
+    """``rntk ARGS`` in this process: (exit code, stdout, stderr)."""
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+FIT = ["--n-components", "12", "--kernel", "sigma_b=0.5,readout=mean"]
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Xtr, Xte = _ragged(0), _ragged(1, n=17)
+    _save_npz(tmp_path / "train.npz", Xtr)
+    _save_npz(tmp_path / "test.npz", Xte)
+    return Xtr, Xte
+
+
+def _reference(Xtr, Xte, **kw):
+    nys = RNTKNystroem(n_components=12, sigma_b=0.5, readout="mean", random_state=0,
+                       **kw).fit(Xtr)
+    return nys, nys.transform(Xtr), nys.transform(Xte)
+
+
+def test_fit_then_reuse_the_map_same_bits_as_the_api(files, capsys):
+    Xtr, Xte = files
+    rc, out, err = rntk(capsys, "features", "train.npz", "--map", "map.pkl", "--out",
+                        "train.npy", *FIT, "--json")
+    assert rc == 0, err
+    s = json.loads(out)
+    assert s["map_status"] == "fitted" and s["status"] == "computed"
+    assert s["shape"] == [30, 12] and s["dtype"] == "float64"
+    rc, out, err = rntk(capsys, "features", "test.npz", "--map", "map.pkl", "--out",
+                        "test.npy", "--json", "--n-jobs", "1")
+    assert rc == 0, err
+    assert json.loads(out)["map_status"] == "loaded"
+    ref, Ftr, Fte = _reference(Xtr, Xte)
+    np.testing.assert_array_equal(np.load("train.npy"), Ftr)
+    np.testing.assert_array_equal(np.load("test.npy"), Fte)
+    with open("map.pkl", "rb") as f:
+        nys = pickle.load(f)
+    np.testing.assert_array_equal(nys.landmark_indices_, ref.landmark_indices_)
+    # the same command again: nothing computed, the file untouched
+    rc, out, err = rntk(capsys, "features", "test.npz", "--map", "map.pkl", "--out",
+                        "test.npy", "--json")
+    s = json.loads(out)
+    assert rc == 0 and s["status"] == "up to date" and s["rows_resumed"] == 17
+    np.testing.assert_array_equal(np.load("test.npy"), Fte)
+
+
+def test_float32_and_uniform_landmarks(files, capsys):
+    Xtr, Xte = files
+    rc, out, err = rntk(capsys, "features", "train.npz", "--map", "m.pkl", "--out",
+                        "f.npy", *FIT, "--dtype", "float32", "--landmarks", "uniform",
+                        "--random-state", "3")
+    assert rc == 0, err
+    nys = RNTKNystroem(n_components=12, sigma_b=0.5, readout="mean", random_state=3,
+                       dtype="float32", landmarks="uniform").fit(Xtr)
+    F = np.load("f.npy")
+    assert F.dtype == np.float32
+    np.testing.assert_array_equal(F, nys.transform(Xtr))
+
+
+def test_an_interrupted_run_resumes_with_the_same_bits(files, capsys, tmp_path):
+    Xtr, Xte = files
+    args = ["features", "test.npz", "--map", "map.pkl", "--out", "test.npy",
+            "--chunk-size", "4", "--json"]
+    assert rntk(capsys, "features", "train.npz", "--map", "map.pkl", "--out",
+                "train.npy", *FIT)[0] == 0
+    rc, out, err = rntk(capsys, *args)
+    assert rc == 0, err
+    full = np.load("test.npy").copy()
+    # as a kill after two chunks leaves it: rows 8.. unwritten, the progress at 8
+    state_path = tmp_path / "test.npy.progress.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "rows_done": 8}))
+    mm = np.load("test.npy", mmap_mode="r+")
+    mm[8:] = 0.0
+    mm.flush()
+    del mm
+    rc, out, err = rntk(capsys, *args)
+    s = json.loads(out)
+    assert rc == 0 and s["status"] == "resumed" and s["rows_resumed"] == 8, err
+    assert "resuming test.npy at series 8 of 17" in err
+    np.testing.assert_array_equal(np.load("test.npy"), full)
+    # --no-resume recomputes everything (same bits again)
+    state_path.write_text(json.dumps({**state, "rows_done": 8}))
+    rc, out, err = rntk(capsys, *args, "--no-resume")
+    assert rc == 0 and json.loads(out)["status"] == "computed"
+    np.testing.assert_array_equal(np.load("test.npy"), full)
+
+
+def test_a_kill_while_fitting_leaves_no_map(files, capsys, monkeypatch):
+    def interrupted(self, X, y=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(RNTKNystroem, "fit", interrupted)
+    rc, out, err = rntk(capsys, "features", "train.npz", "--map", "map.pkl", "--out",
+                        "train.npy", *FIT)
+    assert rc == 130 and "rerun the same command to resume" in err
+    assert not list(Path(".").glob("map.pkl*"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--n-components", "20"], "fitted with n_components=12, but 20 is asked"),
+    (["--kernel", "sigma_b=0.1"], "fitted with sigma_b=0.5, but 0.1 is asked"),
+    (["--dtype", "float32"], "fitted with dtype='float64'"),
+    (["--landmarks", "uniform"], "fitted with landmarks='rpcholesky'"),
+])
+def test_options_that_disagree_with_the_map(files, capsys, extra, message):
+    assert rntk(capsys, "features", "train.npz", "--map", "map.pkl", "--out",
+                "train.npy", *FIT)[0] == 0
+    rc, out, err = rntk(capsys, "features", "test.npz", "--map", "map.pkl", "--out",
+                        "test.npy", *extra)
+    assert rc == 2 and message in err, err
+    assert out == ""
+    # options that agree are fine
+    rc, out, err = rntk(capsys, "features", "test.npz", "--map", "map.pkl", "--out",
+                        "test.npy", *FIT)
+    assert rc == 0, err
+
+
+def _bad_channels(d):
+    _save_npz(d / "one.npz", [x[:, :1] for x in _ragged(2, n=5)])
+    return ["one.npz", "--map", "map.pkl", "--out", "o.npy"], \
+        "has 1 channels per time step, the map map.pkl was fitted on 2"
+
+
+def _bad_not_a_pickle(d):
+    (d / "junk.pkl").write_bytes(b"not a pickle at all")
+    return ["test.npz", "--map", "junk.pkl", "--out", "o.npy"], \
+        "--map junk.pkl: not a map written by rntk features"
+
+
+def _bad_other_object(d):
+    with open(d / "other.pkl", "wb") as f:
+        pickle.dump({"a": 1}, f)
+    return ["test.npz", "--map", "other.pkl", "--out", "o.npy"], \
+        "holds a dict, not a fitted RNTKNystroem"
+
+
+def _bad_out_ext(d):
+    return ["test.npz", "--map", "map.pkl", "--out", "o.h5"], "expected a .npy file"
+
+
+def _bad_same_file(d):
+    return ["test.npz", "--map", "x.npy", "--out", "x.npy"], \
+        "--out and --map name the same file"
+
+
+def _bad_too_many(d):
+    return ["test.npz", "--map", "new.pkl", "--out", "o.npy", "--n-components", "18"], \
+        "--n-components 18 is larger than the input (17 series)"
+
+
+def _bad_nan(d):
+    X = _ragged(3, n=6)
+    X[4][3, 1] = np.nan
+    _save_npz(d / "nan.npz", X)
+    return ["nan.npz", "--map", "map.pkl", "--out", "o.npy"], "series 4"
+
+
+def _bad_kernel(d):
+    return ["test.npz", "--map", "new.pkl", "--out", "o.npy", "--kernel", "sigma_q=1"], \
+        "unknown kernel parameter 'sigma_q'"
+
+
+def _bad_zero_chunk(d):
+    return ["test.npz", "--map", "map.pkl", "--out", "o.npy", "--chunk-size", "0"], \
+        "--chunk-size must be >= 1"
+
+
+def _bad_missing_input(d):
+    return ["nope.npz", "--map", "map.pkl", "--out", "o.npy"], "nope.npz: no such file"
+
+
+@pytest.mark.parametrize("make", [_bad_channels, _bad_not_a_pickle, _bad_other_object,
+                                  _bad_out_ext, _bad_same_file, _bad_too_many, _bad_nan,
+                                  _bad_kernel, _bad_zero_chunk, _bad_missing_input])
+def test_bad_input_exit_2(files, capsys, tmp_path, make):
+    assert rntk(capsys, "features", "train.npz", "--map", "map.pkl", "--out",
+                "train.npy", *FIT)[0] == 0
+    args, message = make(tmp_path)
+    rc, out, err = rntk(capsys, "features", *args)
+    assert rc == 2 and message in err, err
+    assert not (tmp_path / "o.npy").exists() and not (tmp_path / "new.pkl").exists()
