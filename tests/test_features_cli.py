@@ -209,3 +209,62 @@ def test_bad_input_exit_2(files, capsys, tmp_path, make):
     rc, out, err = rntk(capsys, "features", *args)
     assert rc == 2 and message in err, err
     assert not (tmp_path / "o.npy").exists() and not (tmp_path / "new.pkl").exists()
+
+
+def test_sigkill_during_the_transform_then_resume_bit_identical(tmp_path):
+    """A real kill (SIGKILL, in a subprocess) between chunks or inside one: the rerun
+    resumes from the progress file and the features equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    rng = np.random.default_rng(9)
+    Xtr = [rng.standard_normal(int(rng.integers(300, 500))) for _ in range(200)]
+    Xte = [rng.standard_normal(int(rng.integers(300, 500))) for _ in range(2000)]
+    _save_npz(tmp_path / "train.npz", Xtr)
+    _save_npz(tmp_path / "test.npz", Xte)
+    cmd = [sys.executable, "-m", "rntk_numba.cli", "features"]
+    fit = subprocess.run(cmd + ["train.npz", "--map", "map.pkl", "--out", "train.npy",
+                                "--n-components", "96", "-q"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert fit.returncode == 0, fit.stderr
+    args = ["test.npz", "--map", "map.pkl", "--out", "test.npy", "--n-jobs", "1",
+            "--chunk-size", "32", "--json"]
+    state = tmp_path / "test.npy.progress.json"
+    killed = False
+    for attempt in range(3):                  # retry if the job finished before the kill
+        p = subprocess.Popen(cmd + args, cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None:
+            try:
+                if json.loads(state.read_text())["rows_done"] >= 320:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.01)
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+            killed = p.returncode == -signal.SIGKILL
+        else:
+            p.wait()
+        if killed:
+            break
+        state.unlink(missing_ok=True)
+    assert killed, "the job finished before it could be killed"
+    done = json.loads(state.read_text())["rows_done"]
+    assert 320 <= done < 2000
+    r = subprocess.run(cmd + args, cwd=tmp_path, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["status"] == "resumed" and s["rows_resumed"] >= done, s
+    with open(tmp_path / "map.pkl", "rb") as f:
+        nys = pickle.load(f)
+    np.testing.assert_array_equal(np.load(tmp_path / "test.npy"),
+                                  nys.set_params(n_jobs=2).transform(Xte))
