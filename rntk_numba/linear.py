@@ -59,6 +59,13 @@ def _check_weights(sample_weight, n):
     return w
 
 
+def _bar(enabled, total, desc):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, unit="row", unit_scale=True, desc=desc, smoothing=0.1)
+
+
 def _check_labels(y, n):
     if y is None:
         raise ValueError("requires y to be passed, but the target y is None")
@@ -91,6 +98,9 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
     batch_size : int, default 16384
         Rows read at a time by ``fit`` (memory: a few ``batch_size x m`` float64
         blocks: 0.5 GB at m = 1024 during the leave-one-out pass).
+    progress : bool, default False
+        A progress bar over the rows read (``fit``: one pass, two with "loo";
+        ``decision_function`` / ``predict``: one): minutes at a million rows.
 
     Attributes
     ----------
@@ -117,12 +127,14 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, alphas=DEFAULT_ALPHAS, alpha_scale="relative",
-                 alpha_selection="loo", fit_intercept=True, batch_size=16384):
+                 alpha_selection="loo", fit_intercept=True, batch_size=16384,
+                 progress=False):
         self.alphas = alphas
         self.alpha_scale = alpha_scale
         self.alpha_selection = alpha_selection
         self.fit_intercept = fit_intercept
         self.batch_size = batch_size
+        self.progress = progress
 
     # ------------------------------------------------------------------ checks
     def _alphas(self):
@@ -212,16 +224,22 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
         w = _check_weights(sample_weight, n)
         self._reset(m, np.unique(y))
         step = self._batch()
-        for a in range(0, n, step):
-            b = min(n, a + step)
-            self._accumulate(X[a:b], y[a:b], a, None if w is None else w[a:b])
-        e = self._eig()
-        if e["alphas"].size == 1:
-            return self._finish(e, np.zeros(1))
-        selection = self._selection()
-        scores = (self._loo(e, X, y, step, w) if selection == "loo"
-                  else self._gcv(e))
-        return self._finish(e, scores)
+        loo = self._alphas().size > 1 and self._selection() == "loo"
+        bar = _bar(self.progress, n * (2 if loo else 1), "ridge fit")
+        try:
+            for a in range(0, n, step):
+                b = min(n, a + step)
+                self._accumulate(X[a:b], y[a:b], a, None if w is None else w[a:b])
+                if bar is not None:
+                    bar.update(b - a)
+            e = self._eig()
+            if not loo:
+                return self._finish(e, self._gcv(e) if e["alphas"].size > 1
+                                    else np.zeros(1))
+            return self._finish(e, self._loo(e, X, y, step, w, bar))
+        finally:
+            if bar is not None:
+                bar.close()
 
     def partial_fit(self, X, y, classes=None):
         """Add a batch. ``classes`` (all labels) is required on the first call."""
@@ -275,7 +293,7 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
             out[i] = max(rss, 0.0) / n / max(1.0 - df / n, 1e-12) ** 2
         return out
 
-    def _loo(self, e, X, y, step, w=None):
+    def _loo(self, e, X, y, step, w=None, bar=None):
         """Exact leave-one-out mean squared error of each penalty (one more pass over
         X): residual_i / (1 - h_ii), with the leverages ``h_ii = 1/n + sum_j
         z_ij^2 / (lambda_j + alpha)``, ``z_i = V^T (x_i - mean)`` (the intercept is
@@ -296,6 +314,8 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
                 h = wb * (h0 + Z2 @ (1.0 / (lam + a)))
                 r = (Y - Z @ coefs[i]) / np.maximum(1.0 - h, 1e-12)[:, None]
                 sse[i] += float(np.sum(wb[:, None] * r * r))
+            if bar is not None:
+                bar.update(b - a0)
         return sse / n
 
     def _finish(self, e, scores):
@@ -324,14 +344,21 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
                              f"expecting {self.n_features_in_} features as input")
         step = self._batch()
         out = np.empty((n, self.coef_.shape[0]))
-        for a in range(0, n, step):
-            b = min(n, a + step)
-            Xb = np.asarray(X[a:b], dtype=np.float64)
-            if not np.isfinite(Xb).all():
-                i, j = (int(v) for v in np.argwhere(~np.isfinite(Xb))[0])
-                raise ValueError(f"X[{a + i}, {j}] is NaN or inf ({Xb[i, j]}): "
-                                 f"features must be finite")
-            out[a:b] = Xb @ self.coef_.T + self.intercept_
+        bar = _bar(self.progress, n, "ridge predict")
+        try:
+            for a in range(0, n, step):
+                b = min(n, a + step)
+                Xb = np.asarray(X[a:b], dtype=np.float64)
+                if not np.isfinite(Xb).all():
+                    i, j = (int(v) for v in np.argwhere(~np.isfinite(Xb))[0])
+                    raise ValueError(f"X[{a + i}, {j}] is NaN or inf ({Xb[i, j]}): "
+                                     f"features must be finite")
+                out[a:b] = Xb @ self.coef_.T + self.intercept_
+                if bar is not None:
+                    bar.update(b - a)
+        finally:
+            if bar is not None:
+                bar.close()
         return out[:, 0] if out.shape[1] == 1 else out
 
     def predict(self, X):

@@ -630,3 +630,21 @@ def test_an_overflowing_kernel_is_a_clear_error(landmarks, scaling):
     if "training series" in msg:                # names series of X, not of the pool
         named = [int(v) for v in re.findall(r"training series (\d+) and (\d+)", msg)[0]]
         assert all(0 <= v < 20 for v in named)
+
+
+@pytest.mark.parametrize("selection", ["loo", "gcv"])
+def test_streaming_ridge_progress_counts_the_rows_read_and_changes_nothing(
+        selection, capsys):
+    rng = np.random.default_rng(31)
+    X = rng.standard_normal((100, 6))
+    y = (X[:, 1] > 0).astype(int)
+    quiet = StreamingRidgeClassifier(alpha_selection=selection, batch_size=16).fit(X, y)
+    capsys.readouterr()
+    loud = StreamingRidgeClassifier(alpha_selection=selection, batch_size=16,
+                                    progress=True).fit(X, y)
+    err = capsys.readouterr().err
+    rows = 200 if selection == "loo" else 100        # leave-one-out reads X twice
+    assert "ridge fit" in err and f"{rows}/{rows}" in err, err
+    np.testing.assert_array_equal(loud.coef_, quiet.coef_)
+    np.testing.assert_array_equal(loud.decision_function(X), quiet.decision_function(X))
+    assert "ridge predict" in capsys.readouterr().err
