@@ -1023,7 +1023,8 @@ def stage_scale(args, info):
     del F
     F = np.load(feat_path, mmap_mode="r")
     from rntk_numba.linear import StreamingRidgeClassifier
-    clf, clf_name = StreamingRidgeClassifier(), "StreamingRidgeClassifier"
+    clf = StreamingRidgeClassifier(progress=args.progress)
+    clf_name = "StreamingRidgeClassifier"
     res["classifier"] = clf_name
     # the landmark rows (reproduced exactly, leverage ~1) are left out of the ridge
     # fit by a zero weight (README: Nyström features); --scale-keep-landmarks keeps them
