@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
+from ._progress import progress_bar
 from .inputs import _validate_sample_weight
 
 __all__ = ["StreamingRidgeClassifier"]
@@ -57,13 +58,6 @@ def _check_weights(sample_weight, n):
     if w is not None and not w.sum() > 0:
         raise ValueError("sample_weight is zero everywhere: no row to learn from")
     return w
-
-
-def _bar(enabled, total, desc):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, unit="row", unit_scale=True, desc=desc, smoothing=0.1)
 
 
 def _check_labels(y, n):
@@ -225,8 +219,8 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
         self._reset(m, np.unique(y))
         step = self._batch()
         loo = self._alphas().size > 1 and self._selection() == "loo"
-        bar = _bar(self.progress, n * (2 if loo else 1), "ridge fit")
-        try:
+        with progress_bar(self.progress, n * (2 if loo else 1), "ridge fit",
+                          unit="row") as bar:
             for a in range(0, n, step):
                 b = min(n, a + step)
                 self._accumulate(X[a:b], y[a:b], a, None if w is None else w[a:b])
@@ -237,9 +231,6 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
                 return self._finish(e, self._gcv(e) if e["alphas"].size > 1
                                     else np.zeros(1))
             return self._finish(e, self._loo(e, X, y, step, w, bar))
-        finally:
-            if bar is not None:
-                bar.close()
 
     def partial_fit(self, X, y, classes=None):
         """Add a batch. ``classes`` (all labels) is required on the first call."""
@@ -344,8 +335,7 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
                              f"expecting {self.n_features_in_} features as input")
         step = self._batch()
         out = np.empty((n, self.coef_.shape[0]))
-        bar = _bar(self.progress, n, "ridge predict")
-        try:
+        with progress_bar(self.progress, n, "ridge predict", unit="row") as bar:
             for a in range(0, n, step):
                 b = min(n, a + step)
                 Xb = np.asarray(X[a:b], dtype=np.float64)
@@ -356,9 +346,6 @@ class StreamingRidgeClassifier(ClassifierMixin, BaseEstimator):
                 out[a:b] = Xb @ self.coef_.T + self.intercept_
                 if bar is not None:
                     bar.update(b - a)
-        finally:
-            if bar is not None:
-                bar.close()
         return out[:, 0] if out.shape[1] == 1 else out
 
     def predict(self, X):

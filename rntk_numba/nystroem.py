@@ -63,6 +63,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import _kernels
+from ._progress import progress_bar
 from .assembly import compute_dense
 from .engine import LANES, _scalars, resolve_n_jobs, warm_up
 from .inputs import _validate_X
@@ -110,13 +111,6 @@ def _check_int(name, value, lo=1):
     if int(value) < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {value}")
     return int(value)
-
-
-def _progress_bar(enabled, total, desc):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, unit="step", unit_scale=True, desc=desc, smoothing=0.1)
 
 
 def _project(K: np.ndarray, M: np.ndarray) -> np.ndarray:
@@ -517,17 +511,13 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
             pool = (np.arange(PX.n) if pool_n == PX.n
                     else np.sort(rng.choice(PX.n, size=pool_n, replace=False)))
             PP = PX if pool_n == PX.n else PX.subset(pool)
-            bar = _progress_bar(self.progress,
-                                pair_steps(PP.lengths, PP.lengths[:m], kernel.n_layers),
-                                "landmarks")
-            try:
+            with progress_bar(self.progress,
+                              pair_steps(PP.lengths, PP.lengths[:m], kernel.n_layers),
+                              "landmarks") as bar:
                 piv, cols = _rpcholesky(PP, kernel, self.kind, self.kernel_scaling, m,
                                         rng, block=min(64, m), n_jobs=self.n_jobs,
                                         bar=bar, tol=max(float(self.eig_floor), 1e-14),
                                         labels=pool)
-            finally:
-                if bar is not None:
-                    bar.close()
             idx = np.sort(pool[piv])
         # landmarks by decreasing length: the tiles' column blocks (the lock-step
         # lanes) then hold series of similar lengths and idle less
@@ -650,9 +640,10 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
                               multiple=PROJECTION_BLOCK)
 
     def _bar(self, PX, desc="nystroem"):
-        return _progress_bar(self.progress,
-                             pair_steps(PX.lengths, self.landmarks_.lengths,
-                                        self.kernel_.n_layers), desc)
+        """A context: the bar over the pair-steps of PX against the landmarks."""
+        return progress_bar(self.progress,
+                            pair_steps(PX.lengths, self.landmarks_.lengths,
+                                       self.kernel_.n_layers), desc)
 
     def transform(self, X, out=None):
         """Features of X, ``(N, n_components)``, computed in chunks of bounded memory.
@@ -677,13 +668,9 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
                 raise ValueError(f"out has shape {shape}, expected {(PX.n, m)}")
         else:
             out = np.empty((PX.n, m), dtype=np.dtype(self.dtype))
-        bar = self._bar(PX)
-        try:
+        with self._bar(PX) as bar:
             for a, b, F in self._chunks(PX, bar):
                 out[a:b] = F
-        finally:
-            if bar is not None:
-                bar.close()
         return out
 
     def transform_to_file(self, X, path, *, resume=True):
@@ -725,11 +712,10 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
             if mm.shape != (PX.n, m) or mm.dtype != dtype:
                 raise ValueError(f"{path}: holds {mm.shape} {mm.dtype}, expected "
                                  f"{(PX.n, m)} {dtype} (remove it to start over)")
-        bar = self._bar(PX)
-        if bar is not None:
-            bar.update(pair_steps(PX.lengths[:start], self.landmarks_.lengths,
-                                  self.kernel_.n_layers))
-        try:
+        with self._bar(PX) as bar:
+            if bar is not None:
+                bar.update(pair_steps(PX.lengths[:start], self.landmarks_.lengths,
+                                      self.kernel_.n_layers))
             if start < PX.n:
                 rest = rows_of(PX, start, PX.n)
                 for a, b, F in self._chunks(rest, bar):
@@ -738,9 +724,6 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
                     tmp = state_path.with_name(state_path.name + ".tmp")
                     tmp.write_text(json.dumps({**want, "rows_done": start + b}))
                     os.replace(tmp, state_path)
-        finally:
-            if bar is not None:
-                bar.close()
         del mm
         return np.load(path, mmap_mode="r")
 
@@ -788,13 +771,9 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
             y = np.asarray(y)
             if y.shape[0] != PX.n:
                 raise ValueError(f"y has {y.shape[0]} entries, X has {PX.n} series")
-        bar = self._bar(PX)
-        try:
+        with self._bar(PX) as bar:
             for a, b, F in self._chunks(PX, bar):
                 yield F if y is None else (F, y[a:b])
-        finally:
-            if bar is not None:
-                bar.close()
 
     def captured_fraction(self, X):
         """Share of each series' self-kernel that its features hold: a check of m.
@@ -818,13 +797,9 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
         """
         PX = self._check_X(X)
         sq = np.empty(PX.n)
-        bar = self._bar(PX, desc="captured")
-        try:
+        with self._bar(PX, desc="captured") as bar:
             for a, b, F in self._chunks(PX, bar):
                 sq[a:b] = np.einsum("ij,ij->i", F, F, dtype=np.float64)
-        finally:
-            if bar is not None:
-                bar.close()
         if self.kernel_scaling == "cosine":
             return sq
         return sq / _self_kernels(PX, self.kernel_, self.kind)

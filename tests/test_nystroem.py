@@ -242,6 +242,29 @@ def test_progress_bar_covers_the_transform(capsys):
     assert "landmark gram" in capsys.readouterr().err
 
 
+def test_every_streaming_method_closes_its_bar_full(capsys, tmp_path):
+    """transform, transform_to_file (also when resumed), transform_batches and
+    captured_fraction each end with their bar at 100 % (pair-steps), closed."""
+    import json
+    rng = np.random.default_rng(12)
+    X = _ragged(rng, 24)
+    nys = RNTKNystroem(n_components=5, random_state=0, chunk_size=8,
+                       progress=True).fit(X)
+    capsys.readouterr()
+    runs = [lambda: nys.transform(X),
+            lambda: nys.transform_to_file(X, tmp_path / "f.npy"),
+            lambda: list(nys.transform_batches(X)),
+            lambda: nys.captured_fraction(X)]
+    for run in runs:
+        run()
+        err = capsys.readouterr().err
+        assert "100%" in err and err.count("\n") >= 1, err
+    state = tmp_path / "f.npy.progress.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "rows_done": 8}))
+    nys.transform_to_file(X, tmp_path / "f.npy")          # resumed: 8 rows counted done
+    assert "100%" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- sklearn
 def test_pipelines_and_search():
     rng = np.random.default_rng(11)
