@@ -268,3 +268,26 @@ def test_sigkill_during_the_transform_then_resume_bit_identical(tmp_path):
         nys = pickle.load(f)
     np.testing.assert_array_equal(np.load(tmp_path / "test.npy"),
                                   nys.set_params(n_jobs=2).transform(Xte))
+
+
+def test_scheduler_runs_the_features_on_a_dask_cluster(files, capsys):
+    distributed = pytest.importorskip("distributed", reason="dask[distributed] extra "
+                                      "not installed")
+    Xtr, Xte = files
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  protocol="tcp", dashboard_address=None) as cluster:
+        rc, out, err = rntk(capsys, "features", "train.npz", "--map", "map.pkl",
+                            "--out", "train.npy", *FIT, "--scheduler",
+                            cluster.scheduler_address)
+    assert rc == 0, err
+    _, Ftr, _ = _reference(Xtr, Xte)
+    np.testing.assert_array_equal(np.load("train.npy"), Ftr)
+
+
+def test_scheduler_unreachable_exit_1(files, capsys):
+    pytest.importorskip("distributed", reason="dask[distributed] extra not installed")
+    rc, out, err = rntk(capsys, "features", "train.npz", "--map", "map.pkl", "--out",
+                        "train.npy", *FIT, "--scheduler", "tcp://127.0.0.1:9",
+                        "--connect-timeout", "1")
+    assert rc == 1 and "cannot connect to the Dask scheduler" in err
+    assert not Path("map.pkl").exists()
