@@ -318,6 +318,24 @@ def _dask_backend(address: str, timeout: float):
     return stack
 
 
+def cluster_context(args, command: str):
+    """``(context, None)`` in which to run (``--scheduler``'s Dask cluster, or nothing),
+    or ``(None, exit code)`` after saying on stderr why not: 2 without
+    dask.distributed, 1 when the scheduler cannot be reached."""
+    import contextlib
+    if not args.scheduler:
+        return contextlib.nullcontext(), None
+    try:
+        return _dask_backend(args.scheduler, args.connect_timeout), None
+    except BadInput as exc:
+        _log(f"rntk {command}: error: {exc}")
+        return None, 2
+    except Exception as exc:            # cannot reach the scheduler
+        _log(f"rntk {command}: failed: cannot connect to the Dask scheduler "
+             f"{args.scheduler}: {exc}")
+        return None, 1
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -366,16 +384,9 @@ def run(args) -> int:
     shape = [PX.n, PX.n if PY is None else PY.n]
     tty = sys.stderr.isatty() and not args.quiet
     rows = []
-    try:
-        import contextlib
-        ctx = _dask_backend(args.scheduler, args.connect_timeout) if args.scheduler else contextlib.nullcontext()
-    except BadInput as exc:
-        _log(f"rntk gram: error: {exc}")
-        return 2
-    except Exception as exc:            # cannot reach the scheduler
-        _log(f"rntk gram: failed: cannot connect to the Dask scheduler "
-             f"{args.scheduler}: {exc}")
-        return 1
+    ctx, rc = cluster_context(args, "gram")
+    if ctx is None:
+        return rc
     outer = None
     if tty and len(ks) > 1:                 # a bar over the settings on a terminal
         from tqdm.auto import tqdm
@@ -432,6 +443,30 @@ def run(args) -> int:
     return 0
 
 
+def add_input_arguments(p, name: str) -> None:
+    """The input options ``load_inputs`` reads (shared by ``rntk features``)."""
+    p.add_argument("input", nargs="?", default=None,
+                   help=f"{name}: a .npy, .npz, .tsv or .ts file (or use --ucr)")
+    p.add_argument("--ucr", default=None, metavar="NAME", help="a UCR data set")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="the UCR archive's root (with --ucr)")
+    p.add_argument("--split", default="train", choices=("train", "test", "both"),
+                   help=f"the UCR split used as {name} (default train)")
+    p.add_argument("--normalize", default=None, choices=("l2", "znorm"),
+                   help="normalise every series first (default: data as given)")
+
+
+def add_cluster_arguments(p) -> None:
+    """Workers and the Dask cluster (``_dask_backend``)."""
+    p.add_argument("--n-jobs", type=int, default=None, metavar="N",
+                   help="parallel workers (default: all cores, or all Dask workers)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on the Dask cluster at ADDRESS (joblib's Dask backend), "
+                        "e.g. tcp://host:8786")
+    p.add_argument("--connect-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="how long to try to reach the scheduler (default 20)")
+
+
 def register(subparsers) -> None:
     """Add ``rntk gram`` to the ``rntk`` command."""
     p = subparsers.add_parser(
@@ -447,18 +482,10 @@ def register(subparsers) -> None:
                "example: rntk gram --ucr GunPoint --data-dir ../shared/ucr "
                "--normalize l2 \\\n    --kernel sigma_w=sqrt2 --grid sigma_b=0,0.1 "
                "--grid readout=last,mean --json")
-    p.add_argument("input", nargs="?", default=None,
-                   help="X: a .npy, .npz, .tsv or .ts file (or use --ucr)")
+    add_input_arguments(p, "X")
     p.add_argument("--y", default=None, metavar="FILE",
                    help="Y for the cross kernel K(X, Y): a file, or with --ucr a split "
                         "name (train / test / both)")
-    p.add_argument("--ucr", default=None, metavar="NAME", help="a UCR data set")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="the UCR archive's root (with --ucr)")
-    p.add_argument("--split", default="train", choices=("train", "test", "both"),
-                   help="the UCR split used as X (default train)")
-    p.add_argument("--normalize", default=None, choices=("l2", "znorm"),
-                   help="normalise every series first (default: data as given)")
     p.add_argument("--kernel", default=None, metavar="K=V,...",
                    help="RNTK hyperparameters, e.g. sigma_w=1.4,sigma_b=0.1,readout=mean "
                         "(others at their defaults)")
@@ -469,15 +496,9 @@ def register(subparsers) -> None:
                    help="store directory (default $RNTK_CACHE_DIR, else ./cache)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="also write the result (single setting) to FILE.npy or FILE.h5")
-    p.add_argument("--n-jobs", type=int, default=None, metavar="N",
-                   help="parallel workers (default: all cores, or all Dask workers)")
     p.add_argument("--tile-size", type=int, default=None, metavar="ROWS",
                    help="rows per tile (default cost-based; never changes the result)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="run the tiles on the Dask cluster at ADDRESS (joblib's Dask "
-                        "backend), e.g. tcp://host:8786")
-    p.add_argument("--connect-timeout", type=float, default=20.0, metavar="SECONDS",
-                   help="how long to try to reach the scheduler (default 20)")
+    add_cluster_arguments(p)
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary on stdout (keys, shapes, times, hit or "
                         "computed)")

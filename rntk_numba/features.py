@@ -29,7 +29,6 @@ Exit codes: 0 done; 2 bad input or options; 1 a failure while computing or writi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import pickle
@@ -38,7 +37,8 @@ import time
 
 import numpy as np
 
-from .batch import BadInput, _dask_backend, _log, load_inputs, parse_kernel
+from .batch import (BadInput, _log, add_cluster_arguments, add_input_arguments,
+                    cluster_context, load_inputs, parse_kernel)
 
 __all__ = ["run", "register"]
 
@@ -146,16 +146,9 @@ def run(args) -> int:
         return 2
     tty = sys.stderr.isatty() and not args.quiet
     nys.set_params(n_jobs=args.n_jobs, progress=tty, chunk_size=args.chunk_size)
-    try:
-        ctx = (_dask_backend(args.scheduler, args.connect_timeout) if args.scheduler
-               else contextlib.nullcontext())
-    except BadInput as exc:
-        _log(f"rntk features: error: {exc}")
-        return 2
-    except Exception as exc:            # cannot reach the scheduler
-        _log(f"rntk features: failed: cannot connect to the Dask scheduler "
-             f"{args.scheduler}: {exc}")
-        return 1
+    ctx, rc = cluster_context(args, "features")
+    if ctx is None:
+        return rc
     fit_s = 0.0
     try:
         with ctx:
@@ -228,15 +221,7 @@ def register(subparsers) -> None:
                "    --kernel sigma_w=1.34,sigma_b=2,readout=mean --n-components 1024\n"
                "         rntk features --ucr FordA --data-dir ../shared/ucr-large "
                "--split test --map forda.pkl --out test.npy")
-    p.add_argument("input", nargs="?", default=None,
-                   help="the series: a .npy, .npz, .tsv or .ts file (or use --ucr)")
-    p.add_argument("--ucr", default=None, metavar="NAME", help="a UCR data set")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="the UCR archive's root (with --ucr)")
-    p.add_argument("--split", default="train", choices=("train", "test", "both"),
-                   help="the UCR split (default train)")
-    p.add_argument("--normalize", default=None, choices=("l2", "znorm"),
-                   help="normalise every series first (default: data as given)")
+    add_input_arguments(p, "the series")
     p.add_argument("--map", required=True, metavar="FILE",
                    help="the fitted map: loaded if it exists, else fitted on the input "
                         "and written there")
@@ -263,12 +248,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="start the features over even if a matching partial file "
                         "exists")
-    p.add_argument("--n-jobs", type=int, default=None, metavar="N",
-                   help="parallel workers (default: all cores, or all Dask workers)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="run on the Dask cluster at ADDRESS (joblib's Dask backend)")
-    p.add_argument("--connect-timeout", type=float, default=20.0, metavar="SECONDS",
-                   help="how long to try to reach the scheduler (default 20)")
+    add_cluster_arguments(p)
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
