@@ -109,6 +109,10 @@ def _prepare(args):
         raise BadInput(f"--out {args.out}: expected a .npy file")
     if os.path.abspath(args.out) == os.path.abspath(args.map):
         raise BadInput("--out and --map name the same file")
+    for flag, path in (("--map", args.map), ("--out", args.out)):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise BadInput(f"{flag} {path}: the folder {folder} does not exist")
     kernel = parse_kernel(args.kernel)
     args.y = None
     PX, _, info = load_inputs(args)

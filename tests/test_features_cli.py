@@ -195,13 +195,19 @@ def _bad_zero_chunk(d):
         "--chunk-size must be >= 1"
 
 
+def _bad_out_folder(d):
+    return ["test.npz", "--map", "new.pkl", "--out", "no/such/o.npy"], \
+        "--out no/such/o.npy: the folder"
+
+
 def _bad_missing_input(d):
     return ["nope.npz", "--map", "map.pkl", "--out", "o.npy"], "nope.npz: no such file"
 
 
 @pytest.mark.parametrize("make", [_bad_channels, _bad_not_a_pickle, _bad_other_object,
                                   _bad_out_ext, _bad_same_file, _bad_too_many, _bad_nan,
-                                  _bad_kernel, _bad_zero_chunk, _bad_missing_input])
+                                  _bad_kernel, _bad_zero_chunk, _bad_out_folder,
+                                  _bad_missing_input])
 def test_bad_input_exit_2(files, capsys, tmp_path, make):
     assert rntk(capsys, "features", "train.npz", "--map", "map.pkl", "--out",
                 "train.npy", *FIT)[0] == 0
