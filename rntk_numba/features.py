@@ -166,7 +166,7 @@ def run(args) -> int:
                          f"({nys.landmarks}) on {PX.n} series in {fit_s:.2f} s -> "
                          f"{args.map}")
             _, start = nys._resume_point(PX, args.out, not args.no_resume)
-            if start and not args.quiet:
+            if 0 < start < PX.n and not args.quiet:
                 _log(f"rntk features: resuming {args.out} at series {start} of {PX.n}")
             t0 = time.perf_counter()
             F = nys.transform_to_file(PX, args.out, resume=not args.no_resume)

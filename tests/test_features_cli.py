@@ -71,6 +71,7 @@ def test_fit_then_reuse_the_map_same_bits_as_the_api(files, capsys):
                         "test.npy", "--json")
     s = json.loads(out)
     assert rc == 0 and s["status"] == "up to date" and s["rows_resumed"] == 17
+    assert "resuming" not in err and "up to date 17x12" in err
     np.testing.assert_array_equal(np.load("test.npy"), Fte)
 
 
