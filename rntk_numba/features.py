@@ -114,16 +114,9 @@ def _prepare(args):
         if not os.path.isdir(folder):
             raise BadInput(f"{flag} {path}: the folder {folder} does not exist")
     kernel = parse_kernel(args.kernel)
-    args.y = None
-    PX, _, info = load_inputs(args)
-    nys = None
-    if os.path.exists(args.map):
-        nys = _load_map(args.map)
-        _check_agrees(nys, args, kernel, args.map)
-        if PX.m != nys.n_channels_:
-            raise BadInput(f"{info['X']['source']} has {PX.m} channels per time step, "
-                           f"the map {args.map} was fitted on {nys.n_channels_}")
-    else:
+    fitting = not os.path.exists(args.map)
+    # the map first (cheap), then the input (possibly millions of series)
+    if fitting:
         from .nystroem import RNTKNystroem
         params = {name: (default if getattr(args, dest) is None else getattr(args, dest))
                   for dest, name, default in _FIT_OPTIONS}
@@ -133,11 +126,18 @@ def _prepare(args):
             nys._kernel()
         except (TypeError, ValueError) as exc:
             raise BadInput(str(exc)) from None
-        if params["n_components"] > PX.n:
-            raise BadInput(f"--n-components {params['n_components']} is larger than "
-                           f"the input ({PX.n} series): the map's landmarks are chosen "
-                           f"from it")
-    return nys, not os.path.exists(args.map), PX, info
+    else:
+        nys = _load_map(args.map)
+        _check_agrees(nys, args, kernel, args.map)
+    args.y = None                       # load_inputs reads --y; this command has none
+    PX, _, info = load_inputs(args)
+    if fitting and nys.n_components > PX.n:
+        raise BadInput(f"--n-components {nys.n_components} is larger than the input "
+                       f"({PX.n} series): the map's landmarks are chosen from it")
+    if not fitting and PX.m != nys.n_channels_:
+        raise BadInput(f"{info['X']['source']} has {PX.m} channels per time step, the "
+                       f"map {args.map} was fitted on {nys.n_channels_}")
+    return nys, fitting, PX, info
 
 
 def run(args) -> int:

@@ -298,3 +298,13 @@ def test_scheduler_unreachable_exit_1(files, capsys):
                         "--connect-timeout", "1")
     assert rc == 1 and "cannot connect to the Dask scheduler" in err
     assert not Path("map.pkl").exists()
+
+
+def test_the_map_is_checked_before_the_input_is_read(files, capsys, monkeypatch):
+    (Path("junk.pkl")).write_bytes(b"junk")
+    import rntk_numba.features as features
+    monkeypatch.setattr(features, "load_inputs",
+                        lambda args: pytest.fail("read the input before the map"))
+    rc, out, err = rntk(capsys, "features", "train.npz", "--map", "junk.pkl", "--out",
+                        "o.npy")
+    assert rc == 2 and "--map junk.pkl: not a map" in err
