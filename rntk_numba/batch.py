@@ -232,16 +232,17 @@ def _ucr(args, split: str):
     return list(Xtr) + list(Xte), np.concatenate([np.asarray(ytr), np.asarray(yte)])
 
 
-def load_inputs(args):
-    """(PX, PY or None, description dict) from the parsed arguments."""
+def load_inputs(args, with_labels=False):
+    """(PX, PY or None, description dict) from the parsed arguments; with
+    ``with_labels``, also X's labels (None where the input carries none: .npy, .npz)."""
     from .datasets import normalize
     if (args.input is None) == (args.ucr is None):
         raise BadInput("give one input: a file (.npy, .npz, .tsv, .ts) or --ucr NAME")
     if args.ucr is not None:
-        X, _ = _ucr(args, args.split)
+        X, labels = _ucr(args, args.split)
         x_src = f"ucr:{args.ucr}:{args.split}"
     else:
-        X, _ = read_sequences(args.input)
+        X, labels = read_sequences(args.input)
         x_src = args.input
     Y, y_src = None, None
     if args.y is not None:
@@ -265,6 +266,8 @@ def load_inputs(args):
     info = {"X": describe(PX, x_src)}
     if PY is not None:
         info["Y"] = describe(PY, y_src)
+    if with_labels:
+        return PX, PY, info, labels
     return PX, PY, info
 
 

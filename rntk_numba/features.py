@@ -96,6 +96,17 @@ def _write_map(nys, path: str) -> None:
             os.unlink(tmp)
 
 
+def _write_labels(labels, path: str) -> None:
+    """``np.save`` through a temporary file and a rename."""
+    tmp = f"{path}.tmp{os.getpid()}.npy"
+    try:
+        np.save(tmp, labels, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _prepare(args):
     """(map, whether it is to be fitted, packed input, description): options and
     inputs, checked before anything is computed."""
@@ -105,11 +116,16 @@ def _prepare(args):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise BadInput(f"--{name.replace('_', '-')} must be >= 1, got {v}")
-    if os.path.splitext(args.out)[1].lower() != ".npy":
-        raise BadInput(f"--out {args.out}: expected a .npy file")
-    if os.path.abspath(args.out) == os.path.abspath(args.map):
-        raise BadInput("--out and --map name the same file")
-    for flag, path in (("--map", args.map), ("--out", args.out)):
+    files = [("--map", args.map), ("--out", args.out)]
+    if args.labels_out is not None:
+        files.append(("--labels-out", args.labels_out))
+    for flag, path in files[1:]:
+        if os.path.splitext(path)[1].lower() != ".npy":
+            raise BadInput(f"{flag} {path}: expected a .npy file")
+    if len({os.path.abspath(path) for _, path in files}) < len(files):
+        raise BadInput(f"{', '.join(flag for flag, _ in files)} must name different "
+                       f"files")
+    for flag, path in files:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise BadInput(f"{flag} {path}: the folder {folder} does not exist")
@@ -130,21 +146,28 @@ def _prepare(args):
         nys = _load_map(args.map)
         _check_agrees(nys, args, kernel, args.map)
     args.y = None                       # load_inputs reads --y; this command has none
-    PX, _, info = load_inputs(args)
+    PX, _, info, labels = load_inputs(args, with_labels=True)
+    if args.labels_out is not None:
+        if labels is None:
+            raise BadInput(f"--labels-out: {info['X']['source']} carries no labels "
+                           f"(.tsv, .ts and --ucr inputs do)")
+        labels = np.asarray(labels)
+        if labels.dtype == object:
+            labels = labels.astype(str)
     if fitting and nys.n_components > PX.n:
         raise BadInput(f"--n-components {nys.n_components} is larger than the input "
                        f"({PX.n} series): the map's landmarks are chosen from it")
     if not fitting and PX.m != nys.n_channels_:
         raise BadInput(f"{info['X']['source']} has {PX.m} channels per time step, the "
                        f"map {args.map} was fitted on {nys.n_channels_}")
-    return nys, fitting, PX, info
+    return nys, fitting, PX, info, labels
 
 
 def run(args) -> int:
     """The ``rntk features`` command (see the module docstring)."""
     t_start = time.perf_counter()
     try:
-        nys, fitting, PX, info = _prepare(args)
+        nys, fitting, PX, info, labels = _prepare(args)
     except (BadInput, ValueError, TypeError, FileNotFoundError, IsADirectoryError) as exc:
         _log(f"rntk features: error: {exc}")
         return 2
@@ -155,6 +178,8 @@ def run(args) -> int:
         return rc
     fit_s = 0.0
     try:
+        if args.labels_out is not None:
+            _write_labels(labels, args.labels_out)
         with ctx:
             if fitting:
                 t0 = time.perf_counter()
@@ -194,6 +219,8 @@ def run(args) -> int:
                        name: nys.get_params()[name] for _, name, _ in _FIT_OPTIONS},
                    "landmark_indices_sha256": _sha(nys.landmark_indices_),
                    "out": os.path.abspath(args.out), "shape": shape, "dtype": dtype,
+                   "labels_out": (None if args.labels_out is None
+                                  else os.path.abspath(args.labels_out)),
                    "status": status, "rows_resumed": int(start),
                    "fit_seconds": round(fit_s, 6),
                    "transform_seconds": round(transform_s, 6),
@@ -246,6 +273,9 @@ def register(subparsers) -> None:
                    help="default cosine")
     g.add_argument("--dtype", default=None, choices=("float64", "float32"),
                    help="of the features (default float64)")
+    p.add_argument("--labels-out", default=None, metavar="FILE.npy",
+                   help="also write the input's labels there (.tsv, .ts, --ucr), in "
+                        "the order of the features")
     p.add_argument("--chunk-size", type=int, default=None, metavar="ROWS",
                    help="series per chunk written (default: a 64 MiB kernel block; "
                         "never changes a bit)")

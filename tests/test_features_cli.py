@@ -171,7 +171,7 @@ def _bad_out_ext(d):
 
 def _bad_same_file(d):
     return ["test.npz", "--map", "x.npy", "--out", "x.npy"], \
-        "--out and --map name the same file"
+        "--map, --out must name different files"
 
 
 def _bad_too_many(d):
@@ -308,3 +308,43 @@ def test_the_map_is_checked_before_the_input_is_read(files, capsys, monkeypatch)
     rc, out, err = rntk(capsys, "features", "train.npz", "--map", "junk.pkl", "--out",
                         "o.npy")
     assert rc == 2 and "--map junk.pkl: not a map" in err
+
+
+def test_labels_out_writes_the_inputs_labels(files, capsys, tmp_path):
+    (tmp_path / "x.tsv").write_text("1\t0.5\t0.25\t1\t2\n2\t0.1\t0.3\tNaN\tNaN\n"
+                                    "1\t-1\t0\t2\tNaN\n3\t0.2\t0.1\t0.4\t1\n")
+    rc, out, err = rntk(capsys, "features", "x.tsv", "--map", "t.pkl", "--out", "t.npy",
+                        "--labels-out", "y.npy", "--n-components", "2", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["labels_out"] == str(tmp_path / "y.npy")
+    y = np.load("y.npy")
+    assert y.tolist() == [1, 2, 1, 3] and np.load("t.npy").shape == (4, 2)
+    # a ragged .npz carries no labels
+    rc, out, err = rntk(capsys, "features", "test.npz", "--map", "t2.pkl", "--out",
+                        "o.npy", "--labels-out", "y2.npy", "--n-components", "2")
+    assert rc == 2 and "--labels-out: test.npz carries no labels" in err
+    assert not Path("y2.npy").exists() and not Path("t2.pkl").exists()
+    rc, out, err = rntk(capsys, "features", "x.tsv", "--map", "t.pkl", "--out", "t.npy",
+                        "--labels-out", "t.npy")
+    assert rc == 2 and "must name different files" in err
+
+
+SHARED_UCR = Path(__file__).resolve().parents[1].parent / "shared" / "ucr"
+
+
+@pytest.mark.skipif(not (SHARED_UCR / "GunPoint").is_dir(),
+                    reason="../shared/ucr (the UCR archive) is not available")
+def test_ucr_split_with_its_labels(files, capsys):
+    from rntk_numba import load_ucr
+    _, ytr, Xte, yte = load_ucr("GunPoint", SHARED_UCR)
+    args = ["--ucr", "GunPoint", "--data-dir", SHARED_UCR, "--map", "g.pkl"]
+    assert rntk(capsys, "features", *args, "--out", "tr.npy", "--n-components", "8",
+                "--labels-out", "ytr.npy")[0] == 0
+    rc, out, err = rntk(capsys, "features", *args, "--split", "test", "--out", "te.npy",
+                        "--labels-out", "yte.npy")
+    assert rc == 0, err
+    np.testing.assert_array_equal(np.load("ytr.npy"), ytr)
+    np.testing.assert_array_equal(np.load("yte.npy"), yte)
+    with open("g.pkl", "rb") as f:
+        nys = pickle.load(f)
+    np.testing.assert_array_equal(np.load("te.npy"), nys.transform(Xte))
