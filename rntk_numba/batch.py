@@ -446,6 +446,12 @@ def run(args) -> int:
     return 0
 
 
+#: the ``--help`` lines on inputs and exit codes, shared by the batch commands
+INPUTS_EPILOG = ("inputs: .npy (N, T) / (N, T, m) with trailing-NaN padding; .npz ragged "
+                 "set (values, offsets[, lengths]); UCR .tsv; .ts\n")
+EXIT_CODES_EPILOG = "exit codes: 0 done, 2 bad input, 1 failure, 130 interrupted\n"
+
+
 def add_input_arguments(p, name: str) -> None:
     """The input options ``load_inputs`` reads (shared by ``rntk features``)."""
     p.add_argument("input", nargs="?", default=None,
@@ -479,9 +485,7 @@ def register(subparsers) -> None:
                     "K(X, Y)) for every setting of a kernel grid, into the on-disk "
                     "store: what is stored is skipped, what a kill interrupted is "
                     "resumed.",
-        epilog="inputs: .npy (N, T) / (N, T, m) with trailing-NaN padding; .npz ragged "
-               "set (values, offsets[, lengths]); UCR .tsv; .ts\n"
-               "exit codes: 0 done, 2 bad input, 1 failure, 130 interrupted\n"
+        epilog=INPUTS_EPILOG + EXIT_CODES_EPILOG +
                "example: rntk gram --ucr GunPoint --data-dir ../shared/ucr "
                "--normalize l2 \\\n    --kernel sigma_w=sqrt2 --grid sigma_b=0,0.1 "
                "--grid readout=last,mean --json")

@@ -37,8 +37,9 @@ import time
 
 import numpy as np
 
-from .batch import (BadInput, _log, add_cluster_arguments, add_input_arguments,
-                    cluster_context, load_inputs, parse_kernel)
+from .batch import (EXIT_CODES_EPILOG, INPUTS_EPILOG, BadInput, _log,
+                    add_cluster_arguments, add_input_arguments, cluster_context,
+                    load_inputs, parse_kernel)
 
 __all__ = ["run", "register"]
 
@@ -243,10 +244,8 @@ def register(subparsers) -> None:
         description="Fit a Nyström map (landmarks from the input) or load one, then "
                     "write the input's features to a .npy file chunk by chunk; a rerun "
                     "after a kill resumes with the same bits.",
-        epilog="inputs: .npy (N, T) / (N, T, m) with trailing-NaN padding; .npz ragged "
-               "set (values, offsets[, lengths]); UCR .tsv; .ts\n"
-               "the map is a pickle: load only maps you wrote\n"
-               "exit codes: 0 done, 2 bad input, 1 failure, 130 interrupted\n"
+        epilog=INPUTS_EPILOG + "the map is a pickle: load only maps you wrote\n" +
+               EXIT_CODES_EPILOG +
                "example: rntk features --ucr FordA --data-dir ../shared/ucr-large "
                "--map forda.pkl --out train.npy \\\n"
                "    --kernel sigma_w=1.34,sigma_b=2,readout=mean --n-components 1024\n"
