@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 from .params import RNTK
-from .sequences import pack
+from .sequences import PackedSequences, pack
 
 __all__ = ["BadInput", "parse_kernel", "parse_grid", "settings", "read_sequences",
            "run", "register"]
@@ -139,7 +139,7 @@ def _read_npy(path: str):
     return a
 
 
-def _read_npz(path: str) -> list:
+def _read_npz(path: str):
     try:
         z = np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -191,6 +191,12 @@ def _read_npz(path: str) -> list:
             i = int(bad[0])
             raise BadInput(f"{path}: series {i}: lengths[{i}] = {lengths[i]} but the "
                            f"offsets give {steps[i]}")
+    if values.dtype.kind in "biuf" and (steps > 0).all() and values.size:
+        # already packed and clean (the common case): no per-series list, no copy of
+        # a float64 file; anything else goes through pack's checks and messages
+        v = np.ascontiguousarray(values.reshape(values.shape[0], -1), dtype=np.float64)
+        if np.isfinite(v).all():
+            return PackedSequences(v, offsets, steps)
     return [values[offsets[i]:offsets[i + 1]] for i in range(steps.size)]
 
 

@@ -68,7 +68,9 @@ class PackedSequences:
         h.update(b"rntk-packed-v1")
         h.update(np.int64(self.m).tobytes())
         h.update(np.ascontiguousarray(self.lengths, dtype="<i8").tobytes())
-        h.update(np.ascontiguousarray(self.values, dtype="<f8").tobytes())
+        # the array's own buffer (no bytes copy: 1.6 GB at a million series)
+        values = np.ascontiguousarray(self.values, dtype="<f8")
+        h.update(values.reshape(-1).view(np.uint8))
         return h.hexdigest()
 
 

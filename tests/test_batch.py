@@ -368,3 +368,26 @@ def test_tsv_and_ts_inputs(tmp_path):
                           "--out", out, cwd=tmp_path)
         assert rc == 0, err
         np.testing.assert_array_equal(np.load(out), gram(X, kernel=RNTK(sigma_b=0.2)))
+
+
+@pytest.mark.parametrize("dtype, m", [(np.float64, 1), (np.float64, 3), (np.float32, 2),
+                                      (np.int16, 1)])
+def test_npz_read_packed_directly_equals_the_list_path(tmp_path, dtype, m):
+    """A clean ragged .npz becomes a PackedSequences without a per-series list, with
+    the same values (fingerprint) as pack() of the list; a float64 file is not
+    copied."""
+    from rntk_numba.batch import read_sequences
+    rng = np.random.default_rng(4)
+    X = [(10 * rng.standard_normal((int(rng.integers(1, 30)), m))).astype(dtype)
+         for _ in range(25)]
+    if m == 1:
+        X = [x[:, 0] for x in X]
+    _save_npz(tmp_path / "x.npz", X)
+    P, labels = read_sequences(tmp_path / "x.npz")
+    assert labels is None and type(P).__name__ == "PackedSequences"
+    ref = pack(X)
+    assert P.fingerprint() == ref.fingerprint()
+    np.testing.assert_array_equal(P.offsets, ref.offsets)
+    assert P.values.dtype == np.float64 and P.values.flags.c_contiguous
+    np.testing.assert_array_equal(gram(P, kernel=RNTK(sigma_b=0.1)),
+                                  gram(X, kernel=RNTK(sigma_b=0.1)))

@@ -151,3 +151,17 @@ def test_pack_of_an_array_owns_its_values():
         assert not np.shares_memory(P.values, arr)
         arr[...] = 7.0                   # the caller reuses its buffer
         np.testing.assert_array_equal(P.values, before)
+
+
+def test_fingerprint_is_the_sha256_of_the_documented_bytes():
+    """(m, lengths, float64 values) hashed from the arrays' buffers: the same digest as
+    hashing copies of their bytes (store keys and resume files depend on it)."""
+    import hashlib
+    rng = np.random.default_rng(0)
+    for m in (1, 3):
+        P = pack([rng.standard_normal((int(rng.integers(1, 40)), m)) for _ in range(30)])
+        h = hashlib.sha256(b"rntk-packed-v1")
+        h.update(np.int64(m).tobytes())
+        h.update(P.lengths.astype("<i8").tobytes())
+        h.update(P.values.astype("<f8").tobytes())
+        assert P.fingerprint() == h.hexdigest()
