@@ -5,7 +5,9 @@ One command for the scale path (:class:`rntk_numba.RNTKNystroem`), in two steps:
 1. the **map**: when ``--map FILE`` does not exist, landmarks are chosen from the input
    and the fitted map is written there (atomically: a kill leaves no half-written
    map); when it exists, it is loaded and reused, so the features of a test set come
-   from the training set's landmarks;
+   from the training set's landmarks and its normalisation. The map is a scikit-learn
+   pipeline ``(SeriesNormalizer, RNTKNystroem)``: in Python, ``pickle.load(f)
+   .transform(X)`` gives the same features;
 2. the **features** of the input, written to ``--out FILE.npy`` chunk by chunk
    (:meth:`~rntk_numba.RNTKNystroem.transform_to_file`): memory stays at one chunk
    whatever N, and a rerun after a kill continues at the first unfinished chunk with
@@ -19,8 +21,9 @@ Typical use::
 
 The inputs are those of ``rntk gram`` (``.npy``, ``.npz``, ``.tsv``, ``.ts``, ``--ucr``).
 The map is a pickle: load only maps you wrote. Fitting options (``--kernel``,
-``--n-components``, ...) given with an existing map must agree with it, or the command
-stops (exit 2) rather than silently use another map.
+``--n-components``, ``--normalize``, ...) given with an existing map must agree with
+it, or the command stops (exit 2) rather than silently use another map; without
+``--normalize``, the map's normalisation is applied.
 
 Exit codes: 0 done; 2 bad input or options; 1 a failure while computing or writing;
 130 interrupted (a rerun resumes).
@@ -52,25 +55,45 @@ _FIT_OPTIONS = (("n_components", "n_components", 256),
                 ("dtype", "dtype", "float64"))
 
 
+def _map_pipeline(method: str, nys):
+    """The map as written: (SeriesNormalizer(method), the fitted RNTKNystroem)."""
+    from sklearn.pipeline import Pipeline
+    from .inputs import SeriesNormalizer
+    norm = SeriesNormalizer(method)
+    norm.n_channels_ = nys.n_channels_          # stateless but for the channel check
+    return Pipeline([("normalize", norm), ("nystroem", nys)])
+
+
 def _load_map(path: str):
+    """(normalisation method, fitted RNTKNystroem) of a map file: a pipeline written
+    by this command, or a bare fitted RNTKNystroem (no normalisation)."""
+    from sklearn.pipeline import Pipeline
+    from .inputs import SeriesNormalizer
     from .nystroem import RNTKNystroem
     try:
         with open(path, "rb") as f:
-            nys = pickle.load(f)
+            obj = pickle.load(f)
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError,
             IndexError) as exc:
         raise BadInput(f"--map {path}: not a map written by rntk features "
                        f"({type(exc).__name__}: {exc})") from None
+    method, nys = "none", obj
+    if (isinstance(obj, Pipeline) and len(obj.steps) == 2
+            and isinstance(obj.steps[0][1], SeriesNormalizer)):
+        method, nys = obj.steps[0][1].method, obj.steps[1][1]
     if not isinstance(nys, RNTKNystroem) or not hasattr(nys, "normalization_"):
-        raise BadInput(f"--map {path}: holds a {type(nys).__name__}, not a fitted "
-                       f"RNTKNystroem")
-    return nys
+        raise BadInput(f"--map {path}: holds a {type(obj).__name__}, not a map written "
+                       f"by rntk features (a SeriesNormalizer and a fitted "
+                       f"RNTKNystroem)")
+    return method, nys
 
 
-def _check_agrees(nys, args, kernel: dict, path: str) -> None:
+def _check_agrees(nys, method: str, args, kernel: dict, path: str) -> None:
     """Every fitting option given on the command line must match the loaded map."""
-    params = nys.get_params()
+    params = dict(nys.get_params(), normalize=method)
     asked = dict(kernel)
+    if args.normalize is not None:
+        asked["normalize"] = args.normalize
     for dest, name, _ in _FIT_OPTIONS:
         if getattr(args, dest) is not None:
             asked[name] = getattr(args, dest)
@@ -83,12 +106,12 @@ def _check_agrees(nys, args, kernel: dict, path: str) -> None:
                            f"drop the option")
 
 
-def _write_map(nys, path: str) -> None:
+def _write_map(obj, path: str) -> None:
     """Pickle the fitted map to ``path`` through a temporary file and a rename."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            pickle.dump(nys, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -144,8 +167,9 @@ def _prepare(args):
         except (TypeError, ValueError) as exc:
             raise BadInput(str(exc)) from None
     else:
-        nys = _load_map(args.map)
-        _check_agrees(nys, args, kernel, args.map)
+        method, nys = _load_map(args.map)
+        _check_agrees(nys, method, args, kernel, args.map)
+        args.normalize = None if method == "none" else method
     args.y = None                       # load_inputs reads --y; this command has none
     PX, _, info, labels = load_inputs(args, with_labels=True)
     if args.labels_out is not None:
@@ -186,7 +210,7 @@ def run(args) -> int:
                 t0 = time.perf_counter()
                 nys.fit(PX)
                 fit_s = time.perf_counter() - t0
-                _write_map(nys, args.map)
+                _write_map(_map_pipeline(args.normalize or "none", nys), args.map)
                 if not args.quiet:
                     _log(f"rntk features: fitted {nys.n_components} landmarks "
                          f"({nys.landmarks}) on {PX.n} series in {fit_s:.2f} s -> "
@@ -216,6 +240,7 @@ def run(args) -> int:
     if args.json:
         summary = {"inputs": info, "map": os.path.abspath(args.map),
                    "map_status": "fitted" if fitting else "loaded",
+                   "normalize": args.normalize or "none",
                    "kernel": nys.kernel_.to_dict(), "params": {
                        name: nys.get_params()[name] for _, name, _ in _FIT_OPTIONS},
                    "landmark_indices_sha256": _sha(nys.landmark_indices_),

@@ -64,8 +64,9 @@ def test_fit_then_reuse_the_map_same_bits_as_the_api(files, capsys):
     np.testing.assert_array_equal(np.load("train.npy"), Ftr)
     np.testing.assert_array_equal(np.load("test.npy"), Fte)
     with open("map.pkl", "rb") as f:
-        nys = pickle.load(f)
-    np.testing.assert_array_equal(nys.landmark_indices_, ref.landmark_indices_)
+        pipe = pickle.load(f)          # (SeriesNormalizer("none"), RNTKNystroem)
+    np.testing.assert_array_equal(pipe[-1].landmark_indices_, ref.landmark_indices_)
+    np.testing.assert_array_equal(pipe.transform(Xte), Fte)
     # the same command again: nothing computed, the file untouched
     rc, out, err = rntk(capsys, "features", "test.npz", "--map", "map.pkl", "--out",
                         "test.npy", "--json")
@@ -162,7 +163,7 @@ def _bad_other_object(d):
     with open(d / "other.pkl", "wb") as f:
         pickle.dump({"a": 1}, f)
     return ["test.npz", "--map", "other.pkl", "--out", "o.npy"], \
-        "holds a dict, not a fitted RNTKNystroem"
+        "holds a dict, not a map written by rntk features"
 
 
 def _bad_out_ext(d):
@@ -272,9 +273,9 @@ def test_sigkill_during_the_transform_then_resume_bit_identical(tmp_path):
     s = json.loads(r.stdout)
     assert s["status"] == "resumed" and s["rows_resumed"] >= done, s
     with open(tmp_path / "map.pkl", "rb") as f:
-        nys = pickle.load(f)
+        pipe = pickle.load(f)
     np.testing.assert_array_equal(np.load(tmp_path / "test.npy"),
-                                  nys.set_params(n_jobs=2).transform(Xte))
+                                  pipe.set_params(nystroem__n_jobs=2).transform(Xte))
 
 
 def test_scheduler_runs_the_features_on_a_dask_cluster(files, capsys):
@@ -346,5 +347,35 @@ def test_ucr_split_with_its_labels(files, capsys):
     np.testing.assert_array_equal(np.load("ytr.npy"), ytr)
     np.testing.assert_array_equal(np.load("yte.npy"), yte)
     with open("g.pkl", "rb") as f:
-        nys = pickle.load(f)
-    np.testing.assert_array_equal(np.load("te.npy"), nys.transform(Xte))
+        pipe = pickle.load(f)
+    np.testing.assert_array_equal(np.load("te.npy"), pipe.transform(Xte))
+
+
+def test_the_map_keeps_the_normalisation(files, capsys):
+    """Fitted with --normalize l2: the test set is normalised the same way without
+    being told; another --normalize is refused; a bare RNTKNystroem pickled from
+    Python is a map without normalisation."""
+    from rntk_numba import normalize
+    Xtr, Xte = files
+    assert rntk(capsys, "features", "train.npz", "--map", "map.pkl", "--out",
+                "train.npy", *FIT, "--normalize", "l2")[0] == 0
+    rc, out, err = rntk(capsys, "features", "test.npz", "--map", "map.pkl", "--out",
+                        "test.npy", "--json")
+    assert rc == 0 and json.loads(out)["normalize"] == "l2", err
+    nys = RNTKNystroem(n_components=12, sigma_b=0.5, readout="mean",
+                       random_state=0).fit(normalize(Xtr, "l2"))
+    np.testing.assert_array_equal(np.load("train.npy"),
+                                  nys.transform(normalize(Xtr, "l2")))
+    np.testing.assert_array_equal(np.load("test.npy"),
+                                  nys.transform(normalize(Xte, "l2")))
+    with open("map.pkl", "rb") as f:
+        np.testing.assert_array_equal(pickle.load(f).transform(Xte), np.load("test.npy"))
+    rc, out, err = rntk(capsys, "features", "test.npz", "--map", "map.pkl", "--out",
+                        "test.npy", "--normalize", "znorm")
+    assert rc == 2 and "fitted with normalize='l2', but 'znorm' is asked" in err
+    with open("bare.pkl", "wb") as f:
+        pickle.dump(nys, f)
+    rc, out, err = rntk(capsys, "features", "test.npz", "--map", "bare.pkl", "--out",
+                        "bare.npy", "--json")
+    assert rc == 0 and json.loads(out)["normalize"] == "none", err
+    np.testing.assert_array_equal(np.load("bare.npy"), nys.transform(Xte))
