@@ -215,11 +215,12 @@ def run(args) -> int:
                     _log(f"rntk features: fitted {nys.n_components} landmarks "
                          f"({nys.landmarks}) on {PX.n} series in {fit_s:.2f} s -> "
                          f"{args.map}")
-            _, start = nys._resume_point(PX, args.out, not args.no_resume)
-            if 0 < start < PX.n and not args.quiet:
-                _log(f"rntk features: resuming {args.out} at series {start} of {PX.n}")
+            def announce(rows):
+                if 0 < rows < PX.n and not args.quiet:
+                    _log(f"rntk features: resuming {args.out} at series {rows} of "
+                         f"{PX.n}")
             t0 = time.perf_counter()
-            F = nys.transform_to_file(PX, args.out, resume=not args.no_resume)
+            F, start = nys._to_file(PX, args.out, not args.no_resume, announce)
             transform_s = time.perf_counter() - t0
             shape, dtype = list(F.shape), str(F.dtype)
             del F

@@ -693,16 +693,22 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
         -------
         numpy.memmap (N, n_components) of ``dtype``, read-only.
         """
+        return self._to_file(self._check_X(X), path, resume)[0]
+
+    def _to_file(self, PX, path, resume=True, announce=None):
+        """``transform_to_file`` on the packed PX: ``(memmap, rows already written)``;
+        ``announce(rows)`` is called before any work (for a caller's message)."""
         import json
         import os
         from pathlib import Path
 
-        PX = self._check_X(X)
         path = Path(path)
         state_path = path.with_name(path.name + ".progress.json")
         m = self.landmarks_.n
         dtype = np.dtype(self.dtype)
         want, start = self._resume_point(PX, path, resume)
+        if announce is not None:
+            announce(start)
         if start == 0:
             state_path.unlink(missing_ok=True)
             mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
@@ -725,7 +731,7 @@ class RNTKNystroem(_RNTKParams, TransformerMixin, BaseEstimator):
                     tmp.write_text(json.dumps({**want, "rows_done": start + b}))
                     os.replace(tmp, state_path)
         del mm
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r"), start
 
     def _resume_point(self, PX, path, resume=True):
         """(state, rows already written) of ``transform_to_file(PX, path)``: the rows
