@@ -238,9 +238,9 @@ def _ucr(args, split: str):
     return list(Xtr) + list(Xte), np.concatenate([np.asarray(ytr), np.asarray(yte)])
 
 
-def load_inputs(args, with_labels=False):
-    """(PX, PY or None, description dict) from the parsed arguments; with
-    ``with_labels``, also X's labels (None where the input carries none: .npy, .npz)."""
+def load_inputs(args):
+    """(PX, PY or None, description dict, X's labels or None) from the parsed
+    arguments (labels come with .tsv, .ts and --ucr inputs)."""
     from .datasets import normalize
     if (args.input is None) == (args.ucr is None):
         raise BadInput("give one input: a file (.npy, .npz, .tsv, .ts) or --ucr NAME")
@@ -272,9 +272,7 @@ def load_inputs(args, with_labels=False):
     info = {"X": describe(PX, x_src)}
     if PY is not None:
         info["Y"] = describe(PY, y_src)
-    if with_labels:
-        return PX, PY, info, labels
-    return PX, PY, info
+    return PX, PY, info, labels
 
 
 # --------------------------------------------------------------------------- output
@@ -372,7 +370,7 @@ def _prepare(args):
                            f"settings (drop --out: every setting is in the store)")
         if ext == ".npy" and args.kind == "both":
             raise BadInput("--kind both has two matrices: use --out FILE.h5")
-    PX, PY, info = load_inputs(args)
+    PX, PY, info, _ = load_inputs(args)
     return ks, PX, PY, info
 
 

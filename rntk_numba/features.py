@@ -171,7 +171,7 @@ def _prepare(args):
         _check_agrees(nys, method, args, kernel, args.map)
         args.normalize = None if method == "none" else method
     args.y = None                       # load_inputs reads --y; this command has none
-    PX, _, info, labels = load_inputs(args, with_labels=True)
+    PX, _, info, labels = load_inputs(args)
     if args.labels_out is not None:
         if labels is None:
             raise BadInput(f"--labels-out: {info['X']['source']} carries no labels "
