@@ -342,14 +342,6 @@ LEARNER_LABEL = {
 }
 
 
-def have_streaming():
-    try:
-        from rntk_numba.linear import StreamingRidgeClassifier  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 def fit_learner(name, C, F, y, landmark_rows=None):
     """Fit learner ``name`` on features F; ``landmark_rows`` (the training rows that
     are landmarks) get weight 0 for ``streaming-ridge-w0``."""
@@ -788,9 +780,6 @@ def fidelity_plot(path, exact_rows, rows_out, b_learners):
 def stage_learners(args, info):
     names = args.learner_datasets
     names_l = list(args.learners)
-    if "streaming-ridge" in names_l and not have_streaming():
-        log("StreamingRidgeClassifier not available (rntk_numba.linear): skipped")
-        names_l.remove("streaming-ridge")
     out_rows = []
     for name in names:
         Ptr, ytr, Pte, yte = load_set(name, args)
